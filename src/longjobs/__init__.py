@@ -1,0 +1,41 @@
+"""longjobs: durable background jobs for long AI operations."""
+
+from longjobs.app import App, JobKind
+from longjobs.context import Context, current
+from longjobs.errors import (
+    ConfigurationError,
+    IdempotencyConflict,
+    InvalidInput,
+    JobNotFound,
+    LongjobsError,
+    PermanentError,
+    RetryableError,
+    StorageUnavailable,
+    UnknownKind,
+)
+from longjobs.models import Event, Job, JobError, Page, Status
+from longjobs.retry import RetryPolicy
+from longjobs.settings import Settings
+
+__all__ = [
+    "App",
+    "ConfigurationError",
+    "Context",
+    "Event",
+    "IdempotencyConflict",
+    "InvalidInput",
+    "Job",
+    "JobError",
+    "JobKind",
+    "JobNotFound",
+    "LongjobsError",
+    "Page",
+    "PermanentError",
+    "RetryPolicy",
+    "RetryableError",
+    "Settings",
+    "Status",
+    "StorageUnavailable",
+    "UnknownKind",
+    "current",
+]

@@ -1,0 +1,28 @@
+"""Backends by URL: ``sqlite:///path.db`` (default), ``memory://``; drivers import lazily."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from longjobs.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from longjobs.backends.base import Backend
+    from longjobs.settings import Settings
+
+
+def open_backend(url: str, settings: Settings) -> Backend:
+    """A backend for ``url`` (not yet opened). Raises ConfigurationError for unknown schemes."""
+    scheme = urlsplit(url).scheme
+    if scheme == "sqlite":
+        from longjobs.backends.sqlite import SQLiteBackend
+
+        return SQLiteBackend(url, settings)
+    if scheme == "memory":
+        from longjobs.backends.memory import MemoryBackend
+
+        return MemoryBackend(url, settings)
+    raise ConfigurationError(
+        f"unsupported database URL {url!r}: use sqlite:///path/to/file.db or memory://"
+    )

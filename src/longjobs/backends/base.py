@@ -1,0 +1,217 @@
+"""The one seam to storage: the ``Backend`` protocol and the values that cross it.
+
+The protocol speaks queue semantics (create, claim with a lease, heartbeat, fenced finish), not SQL,
+so that SQLite, PostgreSQL, Redis and the in-memory store can each implement it natively. Every
+backend passes the same contract suite (``tests/backends``).
+
+Fencing: every write a worker makes carries ``(worker, attempt)``; the backend applies it only while
+that worker still holds the lease of that attempt, so a paused or partitioned worker can never
+overwrite the work of a newer attempt. Lease times are computed on the store's clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from longjobs.backends.notify import Wake, Watch
+from longjobs.models import JSON, Event, Job, JobError, Page, Status
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """What ``create_job`` stores: a validated submission."""
+
+    id: str
+    tenant: str
+    kind: str
+    input: JSON
+    priority: int = 0
+    max_attempts: int = 1
+    timeout_seconds: float | None = None
+    result_ttl_seconds: float | None = None
+    delay_seconds: float = 0.0
+    metadata: dict[str, JSON] = field(default_factory=dict)
+    idempotency_key: str | None = None
+    request_hash: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Completed:
+    """The handler returned a result, serialized to ``body`` (JSON unless told otherwise)."""
+
+    body: bytes
+    content_type: str = "application/json"
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """The handler failed. ``retry_in`` seconds sends the job back to pending; None ends it."""
+
+    error: JobError
+    retry_in: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Cancelled:
+    """The handler stopped because cancellation was requested."""
+
+
+Outcome = Completed | Failed | Cancelled
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    """One fenced finish: applied only while ``worker`` holds the lease of ``attempt``."""
+
+    job_id: str
+    attempt: int
+    outcome: Outcome
+    update: JobUpdate | None = None
+
+
+@dataclass(slots=True)
+class JobUpdate:
+    """A coalesced batch of what a running handler reported since the last flush.
+
+    ``events`` are ``(type, data)`` pairs appended in order; the other fields, when set, overwrite
+    the job's columns. The whole update is fenced by ``(worker, attempt)``.
+    """
+
+    job_id: str
+    attempt: int
+    events: list[tuple[str, dict[str, JSON]]] = field(default_factory=list)
+    progress: float | None = None
+    stage: str | None = None
+    message: str | None = None
+    eta_seconds: float | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    checkpoint: JSON = None
+    has_checkpoint: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """What a heartbeat learned: leases still held, and which of them were asked to cancel."""
+
+    held: frozenset[str]
+    cancel_requested: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResult:
+    """A job's result as stored: the JSON text and its size in bytes."""
+
+    body: bytes
+    content_type: str = "application/json"
+
+
+@dataclass(frozen=True, slots=True)
+class Sweep:
+    """What one maintenance pass did."""
+
+    requeued: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    results_expired: int = 0
+
+
+class Backend(Protocol):
+    """Durable storage for jobs, their events and results. Every method is safe to call
+    concurrently from many tasks, processes and (for shared stores) hosts."""
+
+    url: str
+
+    async def open(self) -> None:
+        """Connect and create or check the schema."""
+
+    async def close(self) -> None:
+        """Release connections; pending writes are committed first."""
+
+    async def create_job(self, new: NewJob) -> tuple[Job, bool]:
+        """Insert a job and its event 0 in one transaction; durable when this returns.
+
+        With an idempotency key already used by the tenant, returns ``(that job, False)``; raises
+        IdempotencyConflict when the earlier request's hash differs.
+        """
+
+    async def create_jobs(self, new: Sequence[NewJob]) -> list[Job]:
+        """Insert many jobs (without idempotency keys) in one transaction."""
+
+    async def claim_jobs(
+        self, worker: str, kinds: Sequence[str], limit: int, lease_seconds: float
+    ) -> list[Job]:
+        """Atomically take up to ``limit`` due pending jobs of ``kinds``, highest priority then
+        oldest first: each becomes ``running`` with ``attempt + 1`` and a lease for ``worker``."""
+
+    async def heartbeat(self, worker: str, lease_seconds: float) -> Heartbeat:
+        """Extend every lease ``worker`` still holds; report the held ids and cancel requests."""
+
+    async def append_events(self, worker: str, updates: Sequence[JobUpdate]) -> set[str]:
+        """Apply coalesced handler reports; returns the ids whose lease ``worker`` has lost."""
+
+    async def finish_jobs(self, worker: str, finishes: Sequence[Finish]) -> list[bool]:
+        """Record outcomes, fenced; False for each finish rejected because the lease was lost.
+
+        ``Completed`` stores the result (expiring after the job's TTL); ``Failed`` with
+        ``retry_in`` sends the job back to pending; a job whose cancellation was requested is
+        recorded ``cancelled`` unless it completed.
+        """
+
+    async def release_jobs(self, worker: str, job_ids: Sequence[str]) -> int:
+        """Give leases back at once (graceful shutdown): the jobs become pending again and the
+        interrupted attempt is not counted."""
+
+    async def request_cancel(self, tenant: str, job_id: str) -> Job | None:
+        """Pending → cancelled at once; running → ``cancel_requested``; terminal → unchanged."""
+
+    async def delete_job(self, tenant: str, job_id: str) -> bool:
+        """Remove a job with its events and result; False when it does not exist."""
+
+    async def get_job(self, tenant: str, job_id: str, *, with_result: bool = True) -> Job | None:
+        """The job, or None when missing or another tenant's."""
+
+    async def list_jobs(
+        self,
+        tenant: str,
+        *,
+        status: Sequence[Status] = (),
+        kind: Sequence[str] = (),
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page:
+        """Newest first; the cursor is opaque and stable under concurrent inserts."""
+
+    async def get_result(self, tenant: str, job_id: str) -> StoredResult | None:
+        """The stored result body, or None when there is none (never stored or expired)."""
+
+    async def list_events(
+        self, tenant: str, job_id: str, *, after: int = -1, limit: int = 1000
+    ) -> list[Event] | None:
+        """Events with ``sequence_number > after`` in order; None when the job does not exist."""
+
+    async def sweep(self) -> Sweep:
+        """Maintenance any process may run: requeue or fail jobs whose lease expired (per their
+        attempts), and drop results past their expiry."""
+
+    async def cancel_requests(self, worker: str) -> frozenset[str]:
+        """Ids of the jobs ``worker`` holds that were asked to cancel (a read, no lease change)."""
+
+    def watch_work(self, kinds: Sequence[str]) -> WorkWatch:
+        """Start watching for due work of ``kinds``; claim, then ``wait`` if nothing came."""
+
+    def watch_job(self, job_id: str | None) -> Watch:
+        """Start watching job ``job_id`` (any job, when None); read it, then ``wait``."""
+
+    def watch_cancel(self, worker: str) -> Watch:
+        """Start watching for cancel requests on jobs leased by ``worker``."""
+
+
+class WorkWatch(Protocol):
+    """A registered interest in due work: ``wait`` returns when some may be due, or on timeout."""
+
+    async def wait(self, timeout: float) -> Wake | None: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,398 @@
+"""An in-memory backend for unit tests and experiments: the same semantics, no durability.
+
+All state lives in dicts owned by one event loop; every method completes without awaiting
+anything but the notifier, so each call is atomic with respect to the others.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from longjobs.backends.base import (
+    Cancelled,
+    Completed,
+    Finish,
+    Heartbeat,
+    JobUpdate,
+    NewJob,
+    StoredResult,
+    Sweep,
+)
+from longjobs.backends.notify import ANY_JOB, WORK, Notifier, Watch, cancel_key, job_key
+from longjobs.backends.rows import decode_cursor, encode_cursor, status_event
+from longjobs.errors import IdempotencyConflict
+from longjobs.models import JSON, Event, Job, JobError, Page, Status, Usage, utc_from_timestamp
+from longjobs.settings import Settings
+
+
+@dataclass(slots=True)
+class _Record:
+    new: NewJob
+    created_at: float
+    run_at: float
+    status: Status = Status.PENDING
+    attempt: int = 0
+    progress: float = 0.0
+    stage: str | None = None
+    message: str | None = None
+    eta_seconds: float | None = None
+    error: JobError | None = None
+    cancel_requested: bool = False
+    input_tokens: int = 0
+    output_tokens: int = 0
+    checkpoint: JSON = None
+    lease_owner: str | None = None
+    lease_until: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    expires_at: float | None = None
+    result: StoredResult | None = None
+    result_size: int | None = None
+    events: list[Event] = field(default_factory=list)
+
+    def holds(self, worker: str, attempt: int | None = None) -> bool:
+        return (
+            self.status is Status.RUNNING
+            and self.lease_owner == worker
+            and (attempt is None or self.attempt == attempt)
+        )
+
+
+class MemoryBackend:
+    """The Backend protocol in process memory (``memory://``)."""
+
+    def __init__(self, url: str = "memory://", settings: Settings | None = None) -> None:
+        self.url = url
+        self.settings = settings or Settings()
+        self.notifier = Notifier()
+        self._jobs: dict[str, _Record] = {}
+        self._idempotency: dict[tuple[str, str], str] = {}
+        self.clock_offset = 0.0  # tests move the store's clock forward with this
+
+    def now(self) -> float:
+        return time.time() + self.clock_offset
+
+    async def open(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    # -- helpers -------------------------------------------------------------------------
+    def _snapshot(self, rec: _Record, *, with_result: bool = True) -> Job:
+        new = rec.new
+        inline = (
+            with_result
+            and rec.result is not None
+            and rec.result_size is not None
+            and rec.result_size <= self.settings.inline_result_bytes
+        )
+        return Job(
+            id=new.id,
+            tenant=new.tenant,
+            kind=new.kind,
+            status=rec.status,
+            input=new.input,
+            result=_loads(rec.result.body) if inline and rec.result else None,
+            result_size=rec.result_size,
+            error=rec.error,
+            progress=rec.progress,
+            stage=rec.stage,
+            message=rec.message,
+            eta_seconds=rec.eta_seconds,
+            cancel_requested=rec.cancel_requested,
+            attempt=rec.attempt,
+            max_attempts=new.max_attempts,
+            priority=new.priority,
+            timeout_seconds=new.timeout_seconds,
+            result_ttl_seconds=new.result_ttl_seconds,
+            metadata=new.metadata,
+            usage=Usage(input_tokens=rec.input_tokens, output_tokens=rec.output_tokens),
+            checkpoint=rec.checkpoint,
+            idempotency_key=new.idempotency_key,
+            created_at=utc_from_timestamp(rec.created_at) or _never(),
+            run_at=utc_from_timestamp(rec.run_at),
+            started_at=utc_from_timestamp(rec.started_at),
+            finished_at=utc_from_timestamp(rec.finished_at),
+            expires_at=utc_from_timestamp(rec.expires_at),
+            lease_owner=rec.lease_owner,
+            last_sequence_number=len(rec.events) - 1,
+        )
+
+    def _append(self, rec: _Record, kind: str, data: dict[str, JSON]) -> None:
+        event = Event(
+            job_id=rec.new.id,
+            sequence_number=len(rec.events),
+            type=kind,
+            at=utc_from_timestamp(self.now()) or _never(),
+            data=data,
+        )
+        rec.events.append(event)
+        self.notifier.fire([job_key(rec.new.id)])
+
+    def _status(self, rec: _Record, **detail: JSON) -> None:
+        error = rec.error.model_dump() if rec.error and rec.status is not Status.RUNNING else None
+        self._append(rec, "status", status_event(rec.status, rec.attempt, error, **detail))
+
+    def _visible(self, tenant: str, job_id: str) -> _Record | None:
+        rec = self._jobs.get(job_id)
+        return rec if rec is not None and rec.new.tenant == tenant else None
+
+    # -- submitting ----------------------------------------------------------------------
+    async def create_job(self, new: NewJob) -> tuple[Job, bool]:
+        if new.idempotency_key is not None:
+            existing = self._idempotency.get((new.tenant, new.idempotency_key))
+            if existing is not None and existing in self._jobs:
+                rec = self._jobs[existing]
+                if rec.new.request_hash != new.request_hash or rec.new.kind != new.kind:
+                    raise IdempotencyConflict(
+                        "this Idempotency-Key was already used with a different request"
+                    )
+                return self._snapshot(rec), False
+            self._idempotency[(new.tenant, new.idempotency_key)] = new.id
+        now = self.now()
+        rec = _Record(new=new, created_at=now, run_at=now + max(0.0, new.delay_seconds))
+        self._jobs[new.id] = rec
+        self._status(rec)
+        self.notifier.fire([WORK])
+        return self._snapshot(rec), True
+
+    async def create_jobs(self, new: Sequence[NewJob]) -> list[Job]:
+        return [(await self.create_job(n))[0] for n in new]
+
+    # -- the worker side -----------------------------------------------------------------
+    async def claim_jobs(
+        self, worker: str, kinds: Sequence[str], limit: int, lease_seconds: float
+    ) -> list[Job]:
+        now = self.now()
+        wanted = set(kinds)
+        due = [
+            r
+            for r in self._jobs.values()
+            if r.status is Status.PENDING and r.run_at <= now and r.new.kind in wanted
+        ]
+        due.sort(key=lambda r: (-r.new.priority, r.run_at, r.new.id))
+        claimed = []
+        for rec in due[: max(0, limit)]:
+            rec.status, rec.attempt = Status.RUNNING, rec.attempt + 1
+            rec.lease_owner, rec.lease_until, rec.started_at = worker, now + lease_seconds, now
+            self._status(rec)
+            claimed.append(self._snapshot(rec))
+        return claimed
+
+    async def heartbeat(self, worker: str, lease_seconds: float) -> Heartbeat:
+        held = [r for r in self._jobs.values() if r.holds(worker)]
+        for rec in held:
+            rec.lease_until = self.now() + lease_seconds
+        return Heartbeat(
+            held=frozenset(r.new.id for r in held),
+            cancel_requested=frozenset(r.new.id for r in held if r.cancel_requested),
+        )
+
+    async def cancel_requests(self, worker: str) -> frozenset[str]:
+        return frozenset(
+            r.new.id for r in self._jobs.values() if r.holds(worker) and r.cancel_requested
+        )
+
+    async def append_events(self, worker: str, updates: Sequence[JobUpdate]) -> set[str]:
+        return {u.job_id for u in updates if not self._apply_update(worker, u)}
+
+    def _apply_update(self, worker: str, update: JobUpdate) -> bool:
+        rec = self._jobs.get(update.job_id)
+        if rec is None or not rec.holds(worker, update.attempt):
+            return False
+        if update.progress is not None:
+            rec.progress, rec.stage, rec.message = update.progress, update.stage, update.message
+            rec.eta_seconds = update.eta_seconds
+        if update.input_tokens is not None:
+            rec.input_tokens = update.input_tokens
+        if update.output_tokens is not None:
+            rec.output_tokens = update.output_tokens
+        if update.has_checkpoint:
+            rec.checkpoint = update.checkpoint
+        for kind, data in update.events:
+            self._append(rec, kind, data)
+        return True
+
+    async def finish_jobs(self, worker: str, finishes: Sequence[Finish]) -> list[bool]:
+        return [self._finish(worker, f) for f in finishes]
+
+    def _finish(self, worker: str, finish: Finish) -> bool:
+        rec = self._jobs.get(finish.job_id)
+        if rec is None or not rec.holds(worker, finish.attempt):
+            return False
+        if finish.update is not None:
+            self._apply_update(worker, finish.update)
+        outcome, now = finish.outcome, self.now()
+        rec.lease_owner = rec.lease_until = None
+        detail: dict[str, JSON] = {}
+        if isinstance(outcome, Completed):
+            rec.status, rec.progress, rec.eta_seconds = Status.COMPLETED, 1.0, 0.0
+            rec.result, rec.result_size = (
+                StoredResult(outcome.body, outcome.content_type),
+                len(outcome.body),
+            )
+            ttl = rec.new.result_ttl_seconds
+            rec.expires_at = None if ttl is None else now + ttl
+        elif rec.cancel_requested or isinstance(outcome, Cancelled):
+            rec.status, rec.error = Status.CANCELLED, None
+        elif outcome.retry_in is not None:
+            rec.status, rec.error = Status.PENDING, outcome.error
+            rec.run_at, rec.eta_seconds = now + outcome.retry_in, None
+            detail["retry_in"] = outcome.retry_in
+            self.notifier.fire([WORK])
+        else:
+            rec.status, rec.error = Status.FAILED, outcome.error
+        if rec.status is Status.PENDING:
+            self._append(
+                rec, "status", status_event(rec.status, rec.attempt, _dump(rec.error), **detail)
+            )
+        else:
+            rec.finished_at = now
+            self._status(rec)
+        return True
+
+    async def release_jobs(self, worker: str, job_ids: Sequence[str]) -> int:
+        released = 0
+        for job_id in job_ids:
+            rec = self._jobs.get(job_id)
+            if rec is not None and rec.holds(worker):
+                rec.status, rec.attempt, rec.run_at = Status.PENDING, rec.attempt - 1, self.now()
+                rec.lease_owner = rec.lease_until = None
+                self._status(rec, reason="released")
+                released += 1
+        self.notifier.fire([WORK])
+        return released
+
+    # -- the client side -----------------------------------------------------------------
+    async def request_cancel(self, tenant: str, job_id: str) -> Job | None:
+        rec = self._visible(tenant, job_id)
+        if rec is None:
+            return None
+        if rec.status is Status.PENDING:
+            rec.status, rec.cancel_requested, rec.finished_at = (
+                Status.CANCELLED,
+                True,
+                self.now(),
+            )
+            self._status(rec)
+        elif rec.status is Status.RUNNING and not rec.cancel_requested:
+            rec.cancel_requested = True
+            self._status(rec, cancel_requested=True)
+            self.notifier.fire([cancel_key(rec.lease_owner or "")])
+        return self._snapshot(rec)
+
+    async def delete_job(self, tenant: str, job_id: str) -> bool:
+        rec = self._visible(tenant, job_id)
+        if rec is None:
+            return False
+        del self._jobs[job_id]
+        self.notifier.fire([job_key(job_id)])
+        return True
+
+    async def get_job(self, tenant: str, job_id: str, *, with_result: bool = True) -> Job | None:
+        rec = self._visible(tenant, job_id)
+        return None if rec is None else self._snapshot(rec, with_result=with_result)
+
+    async def list_jobs(
+        self,
+        tenant: str,
+        *,
+        status: Sequence[Status] = (),
+        kind: Sequence[str] = (),
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page:
+        position = decode_cursor(cursor) if cursor is not None else None
+        rows = [
+            r
+            for r in self._jobs.values()
+            if r.new.tenant == tenant
+            and (not status or r.status in status)
+            and (not kind or r.new.kind in kind)
+            and (position is None or (r.created_at, r.new.id) < position)
+        ]
+        rows.sort(key=lambda r: (r.created_at, r.new.id), reverse=True)
+        page, more = rows[:limit], len(rows) > limit
+        next_cursor = encode_cursor(page[-1].created_at, page[-1].new.id) if more else None
+        return Page(
+            data=[self._snapshot(r, with_result=False) for r in page], next_cursor=next_cursor
+        )
+
+    async def get_result(self, tenant: str, job_id: str) -> StoredResult | None:
+        rec = self._visible(tenant, job_id)
+        if rec is None or rec.status is not Status.COMPLETED or rec.result is None:
+            return None
+        if rec.expires_at is not None and rec.expires_at <= self.now():
+            return None
+        return rec.result
+
+    async def list_events(
+        self, tenant: str, job_id: str, *, after: int = -1, limit: int = 1000
+    ) -> list[Event] | None:
+        rec = self._visible(tenant, job_id)
+        return None if rec is None else rec.events[max(0, after + 1) : after + 1 + limit]
+
+    # -- maintenance ---------------------------------------------------------------------
+    async def sweep(self) -> Sweep:
+        now, counts = self.now(), {Status.PENDING: 0, Status.FAILED: 0, Status.CANCELLED: 0}
+        for rec in self._jobs.values():
+            if rec.status is Status.RUNNING and (rec.lease_until or 0) < now:
+                self._end_expired_lease(rec, now)
+                counts[rec.status] += 1
+        if counts[Status.PENDING]:
+            self.notifier.fire([WORK])
+        expired = 0
+        for rec in self._jobs.values():
+            if rec.result is not None and rec.expires_at is not None and rec.expires_at <= now:
+                rec.result, rec.result_size = None, None
+                expired += 1
+        return Sweep(
+            requeued=counts[Status.PENDING],
+            failed=counts[Status.FAILED],
+            cancelled=counts[Status.CANCELLED],
+            results_expired=expired,
+        )
+
+    def _end_expired_lease(self, rec: _Record, now: float) -> None:
+        rec.lease_owner = rec.lease_until = None
+        if rec.cancel_requested:
+            rec.status, rec.finished_at = Status.CANCELLED, now
+        elif rec.attempt >= rec.new.max_attempts:
+            rec.status, rec.finished_at = Status.FAILED, now
+            rec.error = JobError(
+                type="attempts_exhausted",
+                message=f"the worker running attempt {rec.attempt} of "
+                f"{rec.new.max_attempts} stopped heartbeating",
+                retryable=False,
+            )
+        else:
+            rec.status, rec.run_at = Status.PENDING, now
+        self._status(rec, reason="lease_expired")
+
+    # -- waiting -------------------------------------------------------------------------
+    def watch_work(self, kinds: Sequence[str]) -> Watch:
+        return self.notifier.watch(WORK)
+
+    def watch_job(self, job_id: str | None) -> Watch:
+        return self.notifier.watch(ANY_JOB if job_id is None else job_key(job_id))
+
+    def watch_cancel(self, worker: str) -> Watch:
+        return self.notifier.watch(cancel_key(worker))
+
+
+def _loads(body: bytes) -> Any:
+    import json
+
+    return json.loads(body)
+
+
+def _dump(error: JobError | None) -> JSON:
+    return None if error is None else error.model_dump()
+
+
+def _never() -> Any:
+    raise AssertionError("unreachable")

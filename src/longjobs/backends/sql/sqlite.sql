@@ -1,0 +1,206 @@
+-- Named queries of the SQLite backend. "-- name: x" starts a query; times are Unix seconds (REAL).
+
+-- name: schema
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    status TEXT NOT NULL,
+    priority INTEGER NOT NULL DEFAULT 0,
+    input TEXT NOT NULL,
+    metadata TEXT NOT NULL DEFAULT '{}',
+    attempt INTEGER NOT NULL DEFAULT 0,
+    max_attempts INTEGER NOT NULL,
+    timeout_seconds REAL,
+    result_ttl_seconds REAL,
+    progress REAL NOT NULL DEFAULT 0,
+    stage TEXT,
+    message TEXT,
+    eta_seconds REAL,
+    error TEXT,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    input_tokens INTEGER NOT NULL DEFAULT 0,
+    output_tokens INTEGER NOT NULL DEFAULT 0,
+    checkpoint TEXT,
+    idempotency_key TEXT,
+    request_hash TEXT,
+    result_size INTEGER,
+    lease_owner TEXT,
+    lease_until REAL,
+    last_seq INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    run_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    expires_at REAL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_due ON jobs (priority DESC, run_at, id) WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS jobs_leased ON jobs (lease_owner) WHERE status = 'running';
+CREATE INDEX IF NOT EXISTS jobs_lease_until ON jobs (lease_until) WHERE status = 'running';
+CREATE INDEX IF NOT EXISTS jobs_listing ON jobs (tenant, created_at DESC, id DESC);
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency
+    ON jobs (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS jobs_result_expiry ON jobs (expires_at) WHERE result_size IS NOT NULL;
+CREATE TABLE IF NOT EXISTS events (
+    job_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    at REAL NOT NULL,
+    data TEXT NOT NULL,
+    PRIMARY KEY (job_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS results (
+    job_id TEXT PRIMARY KEY,
+    content_type TEXT NOT NULL,
+    body BLOB NOT NULL
+);
+
+-- name: now
+SELECT (julianday('now') - 2440587.5) * 86400.0
+
+-- name: insert_job
+INSERT INTO jobs (id, tenant, kind, status, priority, input, metadata, max_attempts,
+                  timeout_seconds, result_ttl_seconds, idempotency_key, request_hash,
+                  created_at, run_at, updated_at)
+VALUES (:id, :tenant, :kind, 'pending', :priority, :input, :metadata, :max_attempts,
+        :timeout_seconds, :result_ttl_seconds, :idempotency_key, :request_hash,
+        :now, :run_at, :now)
+
+-- name: insert_event
+INSERT INTO events (job_id, seq, type, at, data) VALUES (?, ?, ?, ?, ?)
+
+-- name: find_idempotent
+SELECT * FROM jobs WHERE tenant = ? AND idempotency_key = ?
+
+-- name: claim_jobs
+UPDATE jobs
+SET status = 'running', attempt = attempt + 1, lease_owner = :worker,
+    lease_until = :now + :lease, started_at = :now, last_seq = last_seq + 1, updated_at = :now
+WHERE id IN (
+    SELECT id FROM jobs
+    WHERE status = 'pending' AND run_at <= :now AND kind IN (SELECT value FROM json_each(:kinds))
+    ORDER BY priority DESC, run_at, id
+    LIMIT :limit
+)
+RETURNING *
+
+-- name: extend_leases
+UPDATE jobs SET lease_until = :now + :lease
+WHERE lease_owner = :worker AND status = 'running'
+RETURNING id, cancel_requested
+
+-- name: cancel_requested_for
+SELECT id FROM jobs WHERE lease_owner = ? AND status = 'running' AND cancel_requested = 1
+
+-- name: report_progress
+UPDATE jobs
+SET last_seq = last_seq + :n,
+    progress = coalesce(:progress, progress),
+    stage = CASE WHEN :progress IS NULL THEN stage ELSE :stage END,
+    message = CASE WHEN :progress IS NULL THEN message ELSE :message END,
+    eta_seconds = CASE WHEN :progress IS NULL THEN eta_seconds ELSE :eta_seconds END,
+    input_tokens = coalesce(:input_tokens, input_tokens),
+    output_tokens = coalesce(:output_tokens, output_tokens),
+    checkpoint = CASE WHEN :has_checkpoint THEN :checkpoint ELSE checkpoint END,
+    updated_at = :now
+WHERE id = :id AND attempt = :attempt AND lease_owner = :worker AND status = 'running'
+RETURNING last_seq
+
+-- name: finish_job
+UPDATE jobs
+SET status = CASE WHEN :status = 'completed' OR cancel_requested = 0 THEN :status
+                  ELSE 'cancelled' END,
+    error = CASE WHEN :status = 'completed' OR cancel_requested = 0 THEN :error ELSE NULL END,
+    progress = CASE WHEN :status = 'completed' THEN 1.0 ELSE progress END,
+    eta_seconds = CASE WHEN :status = 'completed' THEN 0.0 ELSE NULL END,
+    result_size = :result_size,
+    expires_at = CASE WHEN :status = 'completed' THEN :now + result_ttl_seconds ELSE NULL END,
+    finished_at = :now, lease_owner = NULL, lease_until = NULL,
+    last_seq = last_seq + 1, updated_at = :now
+WHERE id = :id AND attempt = :attempt AND lease_owner = :worker AND status = 'running'
+RETURNING status, last_seq, attempt, error
+
+-- name: retry_job
+UPDATE jobs
+SET status = 'pending', error = :error, run_at = :now + :delay, eta_seconds = NULL,
+    lease_owner = NULL, lease_until = NULL, last_seq = last_seq + 1, updated_at = :now
+WHERE id = :id AND attempt = :attempt AND lease_owner = :worker AND status = 'running'
+      AND cancel_requested = 0
+RETURNING status, last_seq, attempt, error
+
+-- name: insert_result
+INSERT OR REPLACE INTO results (job_id, content_type, body) VALUES (?, ?, ?)
+
+-- name: release_job
+UPDATE jobs
+SET status = 'pending', attempt = attempt - 1, run_at = :now, lease_owner = NULL,
+    lease_until = NULL, last_seq = last_seq + 1, updated_at = :now
+WHERE id = :id AND lease_owner = :worker AND status = 'running'
+RETURNING last_seq, attempt
+
+-- name: cancel_pending
+UPDATE jobs
+SET status = 'cancelled', cancel_requested = 1, finished_at = :now, last_seq = last_seq + 1,
+    updated_at = :now
+WHERE id = :id AND tenant = :tenant AND status = 'pending'
+RETURNING last_seq, attempt
+
+-- name: cancel_running
+UPDATE jobs SET cancel_requested = 1, last_seq = last_seq + 1, updated_at = :now
+WHERE id = :id AND tenant = :tenant AND status = 'running' AND cancel_requested = 0
+RETURNING last_seq, attempt, lease_owner
+
+-- name: expired_leases
+SELECT id, attempt, max_attempts, cancel_requested, lease_owner FROM jobs
+WHERE status = 'running' AND lease_until < ?
+LIMIT 1000
+
+-- name: end_expired_lease
+UPDATE jobs
+SET status = :status, error = :error, finished_at = :finished_at, run_at = :now,
+    lease_owner = NULL, lease_until = NULL, last_seq = last_seq + 1, updated_at = :now
+WHERE id = :id AND attempt = :attempt AND status = 'running' AND lease_until < :now
+RETURNING last_seq
+
+-- name: expire_results
+DELETE FROM results WHERE job_id IN (
+    SELECT id FROM jobs WHERE result_size IS NOT NULL AND expires_at <= ? LIMIT 1000
+)
+
+-- name: mark_results_expired
+UPDATE jobs SET result_size = NULL
+WHERE id IN (SELECT id FROM jobs WHERE result_size IS NOT NULL AND expires_at <= ? LIMIT 1000)
+
+-- name: delete_job
+DELETE FROM jobs WHERE id = ? AND tenant = ?
+
+-- name: delete_events
+DELETE FROM events WHERE job_id = ?
+
+-- name: delete_result
+DELETE FROM results WHERE job_id = ?
+
+-- name: get_job
+SELECT * FROM jobs WHERE id = ? AND tenant = ?
+
+-- name: get_job_with_result
+SELECT jobs.*, CASE WHEN jobs.result_size <= ? THEN results.body END AS result_body
+FROM jobs LEFT JOIN results ON results.job_id = jobs.id
+WHERE jobs.id = ? AND jobs.tenant = ?
+
+-- name: get_result
+SELECT results.content_type, results.body FROM results JOIN jobs ON jobs.id = results.job_id
+WHERE jobs.id = ? AND jobs.tenant = ? AND jobs.status = 'completed'
+      AND (jobs.expires_at IS NULL OR jobs.expires_at > ?)
+
+-- name: job_exists
+SELECT 1 FROM jobs WHERE id = ? AND tenant = ?
+
+-- name: list_events
+SELECT seq, type, at, data FROM events WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?
+
+-- name: has_due_work
+SELECT 1 FROM jobs
+WHERE status = 'pending' AND run_at <= ? AND kind IN (SELECT value FROM json_each(?))
+LIMIT 1

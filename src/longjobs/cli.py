@@ -1,0 +1,226 @@
+"""The ``longjobs`` command: ``serve`` (API + in-process worker) and ``worker``.
+
+Bad input gets one readable line on stderr and a non-zero exit, never a traceback:
+exit 2 for usage errors (a bad APP path or option), 1 for failures at run time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import ipaddress
+import logging
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from typing import Any
+
+import click
+
+from longjobs.app import App
+from longjobs.errors import LongjobsError
+
+log = logging.getLogger("longjobs")
+
+
+def load_app(path: str, database_url: str | None) -> App:
+    """Import ``module:attribute`` from the current directory; the attribute must be an App."""
+    module_name, _, attribute = path.partition(":")
+    if not module_name or not attribute:
+        raise click.BadParameter(f"{path!r} is not of the form module:attribute", param_hint="APP")
+    if database_url:
+        os.environ["LONGJOBS_DATABASE_URL"] = database_url
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise click.BadParameter(
+            f"cannot import {module_name!r}: {exc}", param_hint="APP"
+        ) from None
+    app = getattr(module, attribute, None)
+    if not isinstance(app, App):
+        raise click.BadParameter(f"{path!r} is not a longjobs App", param_hint="APP")
+    if database_url:
+        app.database_url = database_url
+    return app
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _fail(message: str) -> None:
+    click.echo(f"longjobs: {message}", err=True)
+    raise SystemExit(1)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="longjobs")
+def main() -> None:
+    """Durable background jobs for long AI operations."""
+
+
+app_argument = click.argument("app_path", metavar="APP")
+database_option = click.option(
+    "--database-url",
+    envvar="LONGJOBS_DATABASE_URL",
+    help="Where jobs are stored (default sqlite:///longjobs.db).",
+)
+concurrency_option = click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Handlers run at once by the worker (default LONGJOBS_CONCURRENCY or 32).",
+)
+log_level_option = click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+)
+
+
+@main.command()
+@app_argument
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--no-worker", is_flag=True, help="Serve the API only; run workers elsewhere.")
+@click.option(
+    "--insecure-open-on-public-address",
+    is_flag=True,
+    help="Allow serving without API keys on a non-loopback address (anyone can submit jobs).",
+)
+@concurrency_option
+@database_option
+@log_level_option
+def serve(
+    app_path: str,
+    host: str,
+    port: int,
+    no_worker: bool,
+    insecure_open_on_public_address: bool,
+    concurrency: int | None,
+    database_url: str | None,
+    log_level: str,
+) -> None:
+    """Serve the HTTP API (and, unless --no-worker, a worker) for APP (module:attribute)."""
+    _configure_logging(log_level)
+    app = load_app(app_path, database_url)
+    if not _is_loopback(host) and not insecure_open_on_public_address:
+        raise click.UsageError(
+            f"refusing to serve without authentication on {host}: API keys are not configured; "
+            "bind to 127.0.0.1 or pass --insecure-open-on-public-address"
+        )
+    try:
+        asyncio.run(_serve(app, host, port, not no_worker, concurrency, log_level))
+    except LongjobsError as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"cannot serve on {host}:{port}: {exc.strerror or exc}")
+
+
+async def _serve(
+    app: App, host: str, port: int, with_worker: bool, concurrency: int | None, log_level: str
+) -> None:
+    import uvicorn
+
+    from longjobs.http import create_api
+    from longjobs.worker import Worker
+
+    hooks = []
+    if with_worker:
+        worker = Worker(app, concurrency=concurrency)
+
+        @contextlib.asynccontextmanager
+        async def running_worker() -> AsyncIterator[None]:
+            task = asyncio.create_task(worker.run(), name="longjobs-worker")
+            try:
+                yield
+            finally:
+                worker.stop()
+                await task
+
+        hooks.append(running_worker)
+    api = create_api(app, lifespan_hooks=hooks)
+    config = uvicorn.Config(
+        api,
+        host=host,
+        port=port,
+        log_level=log_level,
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+        access_log=log_level == "debug",
+    )
+    server = uvicorn.Server(config)
+    await app.open()  # fail fast, with one line, on a bad database URL or schema
+    log.info(
+        "longjobs serving %s on http://%s:%d (%s)",
+        app.database_url,
+        host,
+        port,
+        "with a worker" if with_worker else "API only",
+    )
+    await server.serve()
+    if not server.started:
+        raise SystemExit(1)
+
+
+@main.command()
+@app_argument
+@concurrency_option
+@database_option
+@log_level_option
+def worker(
+    app_path: str, concurrency: int | None, database_url: str | None, log_level: str
+) -> None:
+    """Run a worker for APP (module:attribute) until SIGTERM or Ctrl-C; then stop gracefully."""
+    _configure_logging(log_level)
+    app = load_app(app_path, database_url)
+    try:
+        asyncio.run(_work(app, concurrency))
+    except LongjobsError as exc:
+        _fail(str(exc))
+
+
+async def _work(app: App, concurrency: int | None) -> None:
+    from longjobs.worker import Worker
+
+    await app.open()
+    worker = Worker(app, concurrency=concurrency)
+    loop = asyncio.get_running_loop()
+    signals = {"count": 0}
+
+    def on_signal(*_: Any) -> None:
+        signals["count"] += 1
+        if signals["count"] > 1:
+            log.warning("second signal: exiting at once; leases expire and jobs rerun")
+            os._exit(130)
+        log.info("stopping: no new jobs; running ones get %ss", app.settings.shutdown_grace)
+        worker.stop()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)
+    try:
+        await worker.run()
+    finally:
+        await app.close()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

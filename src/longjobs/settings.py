@@ -1,0 +1,41 @@
+"""Configuration: command-line flags over ``LONGJOBS_*`` environment variables over defaults."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every setting longjobs reads. Each one can be set as ``LONGJOBS_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="LONGJOBS_", frozen=True, extra="ignore")
+
+    database_url: str = "sqlite:///longjobs.db"
+    concurrency: int = Field(32, ge=1, description="handlers run at once per worker process")
+    lease_seconds: float = Field(
+        15.0, gt=0, description="a worker that stops heartbeating loses its jobs after this"
+    )
+    sweep_interval: float = Field(
+        1.0, gt=0, description="how often expired leases and results are swept"
+    )
+    flush_interval: float = Field(0.05, gt=0, description="how often handler reports are written")
+    poll_interval: float = Field(
+        0.05, gt=0, description="idle polling for work made by other processes"
+    )
+    shutdown_grace: float = Field(
+        10.0, ge=0, description="on SIGTERM, time running jobs get to finish"
+    )
+    cancel_grace: float = Field(
+        5.0, ge=0, description="time a cancelled handler gets for its cleanup"
+    )
+    result_ttl_seconds: float = Field(86400.0, gt=0, description="default time a result is kept")
+    inline_result_bytes: int = Field(
+        256 * 1024, ge=0, description="larger results are served only by /result"
+    )
+    max_wait_seconds: float = Field(60.0, ge=0, description="cap on Prefer: wait and ?wait=")
+    max_body_bytes: int = Field(1024 * 1024, gt=0, description="largest request body accepted")
+
+    @property
+    def heartbeat_interval(self) -> float:
+        return self.lease_seconds / 3
