@@ -20,7 +20,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, get_type_hints
+from typing import Any, TypeVar, get_type_hints, overload
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -34,6 +34,7 @@ from longjobs.settings import Settings
 DEFAULT_TENANT = "default"
 
 Handler = Callable[..., Any]
+F = TypeVar("F", bound=Handler)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,9 +142,12 @@ class App:
         self._opening: asyncio.Lock | None = None
 
     # -- registration --------------------------------------------------------------------
+    @overload
+    def job(self, fn: F) -> F: ...
+
+    @overload
     def job(
         self,
-        fn: Handler | None = None,
         *,
         name: str | None = None,
         timeout: float | None = None,
@@ -151,14 +155,27 @@ class App:
         result_ttl: float | None = None,
         retry: RetryPolicy | None = None,
         description: str | None = None,
-    ) -> Any:
+    ) -> Callable[[F], F]: ...
+
+    def job(
+        self,
+        fn: F | None = None,
+        *,
+        name: str | None = None,
+        timeout: float | None = None,
+        max_attempts: int = 3,
+        result_ttl: float | None = None,
+        retry: RetryPolicy | None = None,
+        description: str | None = None,
+    ) -> F | Callable[[F], F]:
         """Register ``fn(ctx, input) -> output`` as a job kind (named after the function).
 
         ``timeout`` is a hard per-attempt deadline in seconds; ``max_attempts`` counts the first
-        run; ``result_ttl`` is how long the result is kept. Works with and without parentheses.
+        run; ``result_ttl`` is how long the result is kept. Works with and without parentheses;
+        the function itself is returned unchanged.
         """
 
-        def register(f: Handler) -> Handler:
+        def register(f: F) -> F:
             kind = _kind_from_function(
                 f,
                 name=name,
@@ -394,7 +411,7 @@ class App:
         backend = await self.open()
         while True:
             with backend.watch_job(job_id) as watch:
-                events = await backend.list_events(tenant, job_id, after=after)
+                events = await backend.list_events(tenant, job_id, after=after, limit=_EVENT_PAGE)
                 if events is None:
                     raise JobNotFound(job_id)
                 for event in events:
@@ -403,7 +420,9 @@ class App:
                     if event.type == "status" and event.data.get("status") in _TERMINAL_NAMES:
                         return
                 if not follow:
-                    return
+                    if len(events) < _EVENT_PAGE:
+                        return
+                    continue
                 if not events:
                     job = await backend.get_job(tenant, job_id, with_result=False)
                     if job is None or job.is_terminal:
@@ -412,4 +431,5 @@ class App:
 
 
 _FOLLOW_POLL_SECONDS = 1.0
+_EVENT_PAGE = 1000
 _TERMINAL_NAMES = frozenset(s.value for s in Status if s.is_terminal)

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Generator
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from longjobs.backends.base import JobUpdate
 from longjobs.models import JSON, Job, utc_from_timestamp
@@ -29,14 +29,20 @@ class _Done:
 
     __slots__ = ()
 
-    def __await__(self) -> Generator[Any, None, None]:
-        return
-        yield  # pragma: no cover - makes this a generator
+    def __await__(self) -> Generator[Any, Any, None]:
+        return _EXHAUSTED  # an exhausted iterator ends the await at once, and can be shared
 
 
+_EXHAUSTED = cast("Generator[Any, Any, None]", iter(()))
 _DONE = _Done()
 
 CancelCallback = Callable[[], Awaitable[None] | None]
+
+
+def _clamped(fraction: float) -> float:
+    if math.isinf(fraction):
+        raise ValueError("progress must be a finite number")
+    return 1.0
 
 
 def current() -> Context:
@@ -56,7 +62,6 @@ class Context:
 
     __slots__ = (
         "_cancel_callbacks",
-        "_cancel_event",
         "_checkpoint",
         "_checkpoint_dirty",
         "_dirty",
@@ -68,6 +73,7 @@ class Context:
         "_progress_base",
         "_progress_dirty",
         "_started",
+        "_stopping",
         "_usage_dirty",
         "cancel_reason",
         "deadline_ts",
@@ -99,7 +105,7 @@ class Context:
         self._progress_dirty = False
         self._usage_dirty = False
         self._lock = threading.Lock()
-        self._cancel_event = threading.Event()
+        self._stopping = False
         self._cancel_callbacks: list[CancelCallback] = []
         self.cancel_reason: str | None = None
 
@@ -136,7 +142,7 @@ class Context:
     @property
     def cancelled(self) -> bool:
         """True once cancellation was requested or the deadline passed; sync handlers poll it."""
-        return self._cancel_event.is_set()
+        return self._stopping
 
     @property
     def progress_value(self) -> float:
@@ -148,10 +154,10 @@ class Context:
     ) -> Awaitable[None]:
         """Report progress in [0, 1] (clamped, and never lower than before in this attempt),
         optionally with a stage name and a message. The ETA is derived from the rate so far."""
-        if not math.isfinite(fraction):
-            raise ValueError("progress must be a finite number")
         if fraction > self._progress:
-            self._progress = fraction if fraction <= 1.0 else 1.0
+            self._progress = fraction if fraction <= 1.0 else _clamped(fraction)
+        elif fraction != fraction or fraction == -math.inf:  # NaN, -inf
+            raise ValueError("progress must be a finite number")
         if stage is not None:
             self.stage = stage
         if message is not None:
@@ -204,10 +210,10 @@ class Context:
     # -- used by the worker ----------------------------------------------------------------
     def request_stop(self, reason: str) -> list[CancelCallback]:
         """Mark this attempt as stopping; returns the callbacks to run (once)."""
-        if self._cancel_event.is_set():
+        if self._stopping:
             return []
         self.cancel_reason = reason
-        self._cancel_event.set()
+        self._stopping = True
         callbacks, self._cancel_callbacks = self._cancel_callbacks, []
         return callbacks
 

@@ -33,6 +33,7 @@ from typing import Any
 
 from longjobs.app import App, JobKind
 from longjobs.backends.base import Backend, Cancelled, Completed, Failed, Finish, Outcome
+from longjobs.batching import Batcher
 from longjobs.context import Context
 from longjobs.errors import HandlerError, RetryableError, StorageUnavailable
 from longjobs.models import Job, JobError
@@ -93,6 +94,10 @@ class Worker:
         self._slot_freed = asyncio.Event()
         self._threads: ThreadPoolExecutor | None = None
         self._backend: Backend | None = None
+        self._finishes: Batcher[Finish, bool] = Batcher(self._finish_batch)
+
+    async def _finish_batch(self, finishes: list[Finish]) -> list[bool]:
+        return await self.backend.finish_jobs(self.id, finishes)
 
     @property
     def backend(self) -> Backend:
@@ -260,7 +265,7 @@ class Worker:
         finish = Finish(entry.job.id, entry.job.attempt, outcome, update=entry.ctx.take_update())
         for delay in (0.5, 1.0, 2.0, 4.0, 8.0):
             try:
-                (accepted,) = await self.backend.finish_jobs(self.id, [finish])
+                accepted = await self._finishes.submit(finish)
             except StorageUnavailable as exc:
                 log.warning("finish of %s failed, retrying: %s", entry.job.id, exc)
                 await asyncio.sleep(delay)

@@ -6,13 +6,14 @@ anything but the notifier, so each call is atomic with respect to the others.
 
 from __future__ import annotations
 
+import itertools
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from longjobs.backends.base import (
-    Cancelled,
     Completed,
     Finish,
     Heartbeat,
@@ -23,6 +24,7 @@ from longjobs.backends.base import (
 )
 from longjobs.backends.notify import ANY_JOB, WORK, Notifier, Watch, cancel_key, job_key
 from longjobs.backends.rows import decode_cursor, encode_cursor, status_event
+from longjobs.backends.settle import settle
 from longjobs.errors import IdempotencyConflict
 from longjobs.models import JSON, Event, Job, JobError, Page, Status, Usage, utc_from_timestamp
 from longjobs.settings import Settings
@@ -31,6 +33,7 @@ from longjobs.settings import Settings
 @dataclass(slots=True)
 class _Record:
     new: NewJob
+    num: int
     created_at: float
     run_at: float
     status: Status = Status.PENDING
@@ -70,6 +73,7 @@ class MemoryBackend:
         self.notifier = Notifier()
         self._jobs: dict[str, _Record] = {}
         self._idempotency: dict[tuple[str, str], str] = {}
+        self._numbers = itertools.count(1)
         self.clock_offset = 0.0  # tests move the store's clock forward with this
 
     def now(self) -> float:
@@ -87,8 +91,8 @@ class MemoryBackend:
         inline = (
             with_result
             and rec.result is not None
-            and rec.result_size is not None
-            and rec.result_size <= self.settings.inline_result_bytes
+            and rec.result.content_type == "application/json"
+            and len(rec.result.body) <= self.settings.inline_result_bytes
         )
         return Job(
             id=new.id,
@@ -133,9 +137,9 @@ class MemoryBackend:
         rec.events.append(event)
         self.notifier.fire([job_key(rec.new.id)])
 
-    def _status(self, rec: _Record, **detail: JSON) -> None:
-        error = rec.error.model_dump() if rec.error and rec.status is not Status.RUNNING else None
-        self._append(rec, "status", status_event(rec.status, rec.attempt, error, **detail))
+    def _status(self, rec: _Record, error: JobError | None = None, **detail: JSON) -> None:
+        data = status_event(rec.status, rec.attempt, _dump(error), **detail)
+        self._append(rec, "status", data)
 
     def _visible(self, tenant: str, job_id: str) -> _Record | None:
         rec = self._jobs.get(job_id)
@@ -154,7 +158,12 @@ class MemoryBackend:
                 return self._snapshot(rec), False
             self._idempotency[(new.tenant, new.idempotency_key)] = new.id
         now = self.now()
-        rec = _Record(new=new, created_at=now, run_at=now + max(0.0, new.delay_seconds))
+        rec = _Record(
+            new=new,
+            num=next(self._numbers),
+            created_at=now,
+            run_at=now + max(0.0, new.delay_seconds),
+        )
         self._jobs[new.id] = rec
         self._status(rec)
         self.notifier.fire([WORK])
@@ -174,7 +183,7 @@ class MemoryBackend:
             for r in self._jobs.values()
             if r.status is Status.PENDING and r.run_at <= now and r.new.kind in wanted
         ]
-        due.sort(key=lambda r: (-r.new.priority, r.run_at, r.new.id))
+        due.sort(key=lambda r: (-r.new.priority, r.run_at, r.num))
         claimed = []
         for rec in due[: max(0, limit)]:
             rec.status, rec.attempt = Status.RUNNING, rec.attempt + 1
@@ -226,33 +235,28 @@ class MemoryBackend:
             return False
         if finish.update is not None:
             self._apply_update(worker, finish.update)
-        outcome, now = finish.outcome, self.now()
+        outcome = finish.outcome
+        settled = settle(
+            outcome,
+            attempt=rec.attempt,
+            cancel_requested=rec.cancel_requested,
+            progress=rec.progress,
+            run_at=rec.run_at,
+            result_ttl=rec.new.result_ttl_seconds,
+            now=self.now(),
+            inline_limit=self.settings.inline_result_bytes,
+        )
         rec.lease_owner = rec.lease_until = None
-        detail: dict[str, JSON] = {}
+        rec.status, rec.progress = settled.status, settled.progress
+        rec.error = None if settled.error is None else JobError.model_validate_json(settled.error)
+        rec.eta_seconds = settled.eta_seconds
+        rec.result_size, rec.expires_at = settled.result_size, settled.expires_at
+        rec.finished_at, rec.run_at = settled.finished_at, settled.run_at
         if isinstance(outcome, Completed):
-            rec.status, rec.progress, rec.eta_seconds = Status.COMPLETED, 1.0, 0.0
-            rec.result, rec.result_size = (
-                StoredResult(outcome.body, outcome.content_type),
-                len(outcome.body),
-            )
-            ttl = rec.new.result_ttl_seconds
-            rec.expires_at = None if ttl is None else now + ttl
-        elif rec.cancel_requested or isinstance(outcome, Cancelled):
-            rec.status, rec.error = Status.CANCELLED, None
-        elif outcome.retry_in is not None:
-            rec.status, rec.error = Status.PENDING, outcome.error
-            rec.run_at, rec.eta_seconds = now + outcome.retry_in, None
-            detail["retry_in"] = outcome.retry_in
-            self.notifier.fire([WORK])
-        else:
-            rec.status, rec.error = Status.FAILED, outcome.error
+            rec.result = StoredResult(outcome.body, outcome.content_type)
+        self._append(rec, "status", json.loads(settled.event))
         if rec.status is Status.PENDING:
-            self._append(
-                rec, "status", status_event(rec.status, rec.attempt, _dump(rec.error), **detail)
-            )
-        else:
-            rec.finished_at = now
-            self._status(rec)
+            self.notifier.fire([WORK])
         return True
 
     async def release_jobs(self, worker: str, job_ids: Sequence[str]) -> int:
@@ -313,11 +317,11 @@ class MemoryBackend:
             if r.new.tenant == tenant
             and (not status or r.status in status)
             and (not kind or r.new.kind in kind)
-            and (position is None or (r.created_at, r.new.id) < position)
+            and (position is None or r.num < position)
         ]
-        rows.sort(key=lambda r: (r.created_at, r.new.id), reverse=True)
-        page, more = rows[:limit], len(rows) > limit
-        next_cursor = encode_cursor(page[-1].created_at, page[-1].new.id) if more else None
+        rows.sort(key=lambda r: r.num, reverse=True)
+        page, more = rows[: max(0, limit)], len(rows) > limit
+        next_cursor = encode_cursor(page[-1].num) if more and page else None
         return Page(
             data=[self._snapshot(r, with_result=False) for r in page], next_cursor=next_cursor
         )
@@ -359,6 +363,7 @@ class MemoryBackend:
 
     def _end_expired_lease(self, rec: _Record, now: float) -> None:
         rec.lease_owner = rec.lease_until = None
+        rec.error, rec.eta_seconds = None, None
         if rec.cancel_requested:
             rec.status, rec.finished_at = Status.CANCELLED, now
         elif rec.attempt >= rec.new.max_attempts:
@@ -371,7 +376,7 @@ class MemoryBackend:
             )
         else:
             rec.status, rec.run_at = Status.PENDING, now
-        self._status(rec, reason="lease_expired")
+        self._status(rec, rec.error, reason="lease_expired")
 
     # -- waiting -------------------------------------------------------------------------
     def watch_work(self, kinds: Sequence[str]) -> Watch:
@@ -385,8 +390,6 @@ class MemoryBackend:
 
 
 def _loads(body: bytes) -> Any:
-    import json
-
     return json.loads(body)
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Mapping
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from longjobs.models import JSON, Event, Job, JobError, Status, Usage
 
@@ -14,12 +14,28 @@ if TYPE_CHECKING:
     from longjobs.backends.base import NewJob
 
 
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+# Texts stored for nearly every job: decoded without the parser, to fresh objects each time.
+_COMMON: dict[str, Callable[[], JSON]] = {"null": lambda: None, "{}": dict, "[]": list}
+
+
+class Row(Protocol):
+    """A stored row read by column name (sqlite3.Row, asyncpg.Record, a dict)."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
+
+
 def dumps(value: JSON) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return _encode(value)
+
+
+def loads(text: str | bytes) -> JSON:
+    common = _COMMON.get(text) if isinstance(text, str) else None
+    return common() if common is not None else json.loads(text)
 
 
 def loads_or_none(text: str | bytes | None) -> JSON:
-    return None if text is None else json.loads(text)
+    return None if text is None else loads(text)
 
 
 def _dt(ts: float | None) -> datetime | None:
@@ -30,7 +46,7 @@ def _dt_required(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
 
 
-def job_from_row(row: Mapping[str, Any], result_body: bytes | None = None) -> Job:
+def job_from_row(row: Row, result_body: bytes | None = None) -> Job:
     """A Job from a ``jobs`` row (column names as in the schema); values are trusted."""
     error = row["error"]
     return Job(
@@ -38,8 +54,8 @@ def job_from_row(row: Mapping[str, Any], result_body: bytes | None = None) -> Jo
         tenant=row["tenant"],
         kind=row["kind"],
         status=Status(row["status"]),
-        input=json.loads(row["input"]),
-        result=None if result_body is None else json.loads(result_body),
+        input=loads(row["input"]),
+        result=None if result_body is None else loads(result_body),
         result_size=row["result_size"],
         error=None if error is None else JobError.model_validate_json(error),
         progress=row["progress"],
@@ -52,7 +68,7 @@ def job_from_row(row: Mapping[str, Any], result_body: bytes | None = None) -> Jo
         priority=row["priority"],
         timeout_seconds=row["timeout_seconds"],
         result_ttl_seconds=row["result_ttl_seconds"],
-        metadata=json.loads(row["metadata"]),
+        metadata=loads(row["metadata"]),
         usage=Usage(input_tokens=row["input_tokens"], output_tokens=row["output_tokens"]),
         checkpoint=loads_or_none(row["checkpoint"]),
         idempotency_key=row["idempotency_key"],
@@ -85,13 +101,13 @@ def job_from_new(new: NewJob, now: float) -> Job:
     )
 
 
-def event_from_row(job_id: str, row: Mapping[str, Any]) -> Event:
+def event_from_row(job_id: str, row: Row) -> Event:
     return Event(
         job_id=job_id,
         sequence_number=row["seq"],
         type=row["type"],
         at=_dt_required(row["at"]),
-        data=json.loads(row["data"]),
+        data=loads(row["data"]),
     )
 
 
@@ -107,18 +123,19 @@ def status_event(
     return data
 
 
-def encode_cursor(created_at: float, job_id: str) -> str:
-    raw = dumps([created_at, job_id]).encode()
+def encode_cursor(position: int) -> str:
+    """An opaque cursor for "jobs inserted before ``position``" (a store's insertion number)."""
+    raw = dumps(["v1", position]).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str) -> tuple[float, str]:
+def decode_cursor(cursor: str) -> int:
     """The position a cursor names; raises ValueError for anything that is not one of ours."""
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
-        created_at, job_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        version, position = json.loads(base64.urlsafe_b64decode(padded.encode()))
     except Exception as exc:
         raise ValueError("invalid cursor") from exc
-    if not isinstance(created_at, int | float) or not isinstance(job_id, str):
+    if version != "v1" or not isinstance(position, int) or isinstance(position, bool):
         raise ValueError("invalid cursor")
-    return float(created_at), job_id
+    return position

@@ -2,8 +2,9 @@
 
 Durability: WAL with ``synchronous=NORMAL`` by default, which survives a crash of any process
 (kill -9) but may lose the last commits on power loss; add ``?synchronous=full`` to the URL to make
-every commit survive power loss too. Processes on one file notice each other's writes by polling
-``PRAGMA data_version`` every ``poll_interval`` while somebody waits; within a process, waiters
+every commit survive power loss too. Processes on one file notice each other's writes through
+``PRAGMA data_version`` of the writer's connection, read after each commit and every
+``poll_interval`` when idle (so within ``poll_interval``); within a process, waiters
 are woken as soon as the writer commits.
 """
 
@@ -18,8 +19,6 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from longjobs.backends.base import (
-    Completed,
-    Failed,
     Finish,
     Heartbeat,
     JobUpdate,
@@ -38,13 +37,32 @@ from longjobs.backends.rows import (
     job_from_row,
     status_event,
 )
-from longjobs.backends.sqlite_db import Readers, Tx, Writer, connect, is_busy
+from longjobs.backends.settle import settle
+from longjobs.backends.sqlite_db import Checkpointer, Readers, Tx, Writer, connect
 from longjobs.errors import ConfigurationError, IdempotencyConflict, SchemaVersionError
 from longjobs.models import Event, Job, JobError, Page, Status
 from longjobs.settings import Settings
 
 Q = load_queries("sqlite")
 SCHEMA_VERSION = 1
+_PENDING_EVENT = status_event(Status.PENDING, 0)
+
+
+def _statements(script: str) -> list[str]:
+    """Split a script into complete statements (semicolons in comments are no boundary)."""
+    statements, buffer = [], ""
+    for line in script.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            statements.append(buffer.strip())
+            buffer = ""
+    return statements
+
+
+def _running_event(attempt: int) -> str:
+    return f'{{"status":"running","attempt":{int(attempt)}}}'
+
+
 _SYNCHRONOUS = {"off", "normal", "full", "extra"}
 
 
@@ -54,15 +72,17 @@ def parse_sqlite_url(url: str) -> tuple[str, str]:
     path = parts.path[1:] if parts.path.startswith("/") else parts.path
     if parts.netloc or not path:
         raise ConfigurationError(f"invalid SQLite URL {url!r}: use sqlite:///path/to/file.db")
-    synchronous = parse_qs(parts.query).get("synchronous", ["normal"])[0].lower()
+    query = parse_qs(parts.query, keep_blank_values=True)
+    synchronous = query.get("synchronous", ["normal"])[0].lower()
     if synchronous not in _SYNCHRONOUS:
         raise ConfigurationError(f"synchronous must be one of {sorted(_SYNCHRONOUS)}")
     return path, synchronous
 
 
-def _insert_status(tx: Tx, job_id: str, seq: int, data: dict[str, Any]) -> None:
-    tx.conn.execute(Q["insert_event"], (job_id, seq, "status", tx.now, dumps(data)))
-    tx.notes.add(job_key(job_id))
+def _insert_status(tx: Tx, job: tuple[int, str], seq: int, data: dict[str, Any]) -> None:
+    """Append a status event to job ``(num, id)``."""
+    tx.conn.execute(Q["insert_event"], (job[0], seq, "status", tx.now, dumps(data)))
+    tx.notes.add(job_key(job[1]))
 
 
 class SQLiteBackend:
@@ -76,19 +96,27 @@ class SQLiteBackend:
         self.notifier = Notifier()
         self._writer: Writer | None = None
         self._readers: Readers | None = None
-        self._poller: asyncio.Task[None] | None = None
+        self._checkpointer: Checkpointer | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
     async def open(self) -> None:
         await asyncio.to_thread(self._create_schema)
+        loop = asyncio.get_running_loop()
+
+        def on_foreign_commit() -> None:
+            with contextlib.suppress(RuntimeError):  # the loop has closed
+                loop.call_soon_threadsafe(self._foreign_commit)
+
         self._writer = Writer(
             self.path,
             synchronous=self.synchronous,
             lock_timeout=self.lock_timeout,
             on_commit=self.notifier.fire,
+            on_foreign_commit=on_foreign_commit,
+            poll_interval=self.settings.poll_interval,
         )
         self._readers = Readers(self.path, threads=2, synchronous=self.synchronous)
-        self._poller = asyncio.create_task(self._watch_other_processes())
+        self._checkpointer = Checkpointer(self.path, synchronous=self.synchronous)
 
     def _create_schema(self) -> None:
         conn = connect(self.path, synchronous=self.synchronous, timeout=self.lock_timeout)
@@ -102,24 +130,21 @@ class SQLiteBackend:
                     f"{self.path} has schema version {version}; this longjobs knows only "
                     f"{SCHEMA_VERSION}: upgrade longjobs"
                 )
-            for statement in Q["schema"].split(";"):
-                if statement.strip():
-                    conn.execute(statement)
+            for statement in _statements(Q["schema"]):
+                conn.execute(statement)
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             conn.execute("COMMIT")
         finally:
             conn.close()
 
     async def close(self) -> None:
-        if self._poller is not None:
-            self._poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._poller
         if self._writer is not None:
             await asyncio.to_thread(self._writer.close)
         if self._readers is not None:
             await asyncio.to_thread(self._readers.close)
-        self._writer = self._readers = self._poller = None
+        if self._checkpointer is not None:
+            await asyncio.to_thread(self._checkpointer.close)
+        self._writer = self._readers = self._checkpointer = None
 
     @property
     def writer(self) -> Writer:
@@ -133,25 +158,9 @@ class SQLiteBackend:
             raise RuntimeError("the SQLite backend is not open")
         return self._readers
 
-    async def _watch_other_processes(self) -> None:
-        conn = connect(self.path, synchronous=self.synchronous, timeout=0.0)
-        try:
-            last = conn.execute("PRAGMA data_version").fetchone()[0]
-            while True:
-                await asyncio.sleep(self.settings.poll_interval)
-                if not self.notifier.has_waiters:
-                    continue
-                try:
-                    version = conn.execute("PRAGMA data_version").fetchone()[0]
-                except sqlite3.OperationalError as exc:
-                    if is_busy(exc):
-                        continue
-                    raise
-                if version != last:
-                    last = version
-                    self.notifier.fire_all()
-        finally:
-            conn.close()
+    def _foreign_commit(self) -> None:
+        if self.notifier.has_waiters:
+            self.notifier.fire_all()
 
     # -- submitting ----------------------------------------------------------------------
     async def create_job(self, new: NewJob) -> tuple[Job, bool]:
@@ -171,7 +180,7 @@ class SQLiteBackend:
                         "this Idempotency-Key was already used with a different request"
                     )
                 return job_from_row(row), False
-        tx.conn.execute(
+        num = tx.conn.execute(
             Q["insert_job"],
             {
                 "id": new.id,
@@ -179,7 +188,7 @@ class SQLiteBackend:
                 "kind": new.kind,
                 "priority": new.priority,
                 "input": dumps(new.input),
-                "metadata": dumps(new.metadata),
+                "metadata": dumps(new.metadata) if new.metadata else "{}",
                 "max_attempts": new.max_attempts,
                 "timeout_seconds": new.timeout_seconds,
                 "result_ttl_seconds": new.result_ttl_seconds,
@@ -188,8 +197,8 @@ class SQLiteBackend:
                 "now": tx.now,
                 "run_at": tx.now + max(0.0, new.delay_seconds),
             },
-        )
-        _insert_status(tx, new.id, 0, status_event(Status.PENDING, 0))
+        ).fetchone()[0]
+        _insert_status(tx, (num, new.id), 0, _PENDING_EVENT)
         tx.notes.add(WORK)
         return job_from_new(new, tx.now), True
 
@@ -200,28 +209,23 @@ class SQLiteBackend:
         if limit <= 0 or not kinds:
             return []
         params = {"worker": worker, "lease": lease_seconds, "kinds": dumps(list(kinds))}
-        return await self.writer.run(lambda tx: self._claim(tx, params, limit))
+        rows = await self.writer.run(lambda tx: self._claim(tx, params, limit))
+        return [job_from_row(r) for r in rows]  # outside the transaction: the lock is shared
 
     @staticmethod
-    def _claim(tx: Tx, params: dict[str, Any], limit: int) -> list[Job]:
+    def _claim(tx: Tx, params: dict[str, Any], limit: int) -> list[sqlite3.Row]:
         rows = tx.conn.execute(
             Q["claim_jobs"], {**params, "now": tx.now, "limit": limit}
         ).fetchall()
         tx.conn.executemany(
             Q["insert_event"],
             [
-                (
-                    r["id"],
-                    r["last_seq"],
-                    "status",
-                    tx.now,
-                    dumps(status_event(Status.RUNNING, r["attempt"])),
-                )
+                (r["num"], r["last_seq"], "status", tx.now, _running_event(r["attempt"]))
                 for r in rows
             ],
         )
         tx.notes.update(job_key(r["id"]) for r in rows)
-        return [job_from_row(r) for r in rows]
+        return rows
 
     async def heartbeat(self, worker: str, lease_seconds: float) -> Heartbeat:
         def op(tx: Tx) -> Heartbeat:
@@ -240,16 +244,17 @@ class SQLiteBackend:
             rows = conn.execute(Q["cancel_requested_for"], (worker,)).fetchall()
             return frozenset(r["id"] for r in rows)
 
-        return await self.readers.run(op)
+        return await self.readers.run_point(op)
 
     async def append_events(self, worker: str, updates: Sequence[JobUpdate]) -> set[str]:
         def op(tx: Tx) -> set[str]:
-            return {u.job_id for u in updates if not self._apply_update(tx, worker, u)}
+            return {u.job_id for u in updates if self._apply_update(tx, worker, u) is None}
 
         return await self.writer.run(op)
 
     @staticmethod
-    def _apply_update(tx: Tx, worker: str, update: JobUpdate) -> bool:
+    def _apply_update(tx: Tx, worker: str, update: JobUpdate) -> int | None:
+        """Apply one fenced update; its new last sequence number, or None if the lease is lost."""
         row = tx.conn.execute(
             Q["report_progress"],
             {
@@ -269,70 +274,64 @@ class SQLiteBackend:
             },
         ).fetchone()
         if row is None:
-            return False
+            return None
         first = row["last_seq"] - len(update.events) + 1
         tx.conn.executemany(
             Q["insert_event"],
             [
-                (update.job_id, first + i, kind, tx.now, dumps(data))
+                (row["num"], first + i, kind, tx.now, dumps(data))
                 for i, (kind, data) in enumerate(update.events)
             ],
         )
         if update.events:
             tx.notes.add(job_key(update.job_id))
-        return True
+        last_seq: int = row["last_seq"]
+        return last_seq
 
     async def finish_jobs(self, worker: str, finishes: Sequence[Finish]) -> list[bool]:
-        return await self.writer.run(lambda tx: [self._finish(tx, worker, f) for f in finishes])
+        return await self.writer.run(lambda tx: self._finish_all(tx, worker, finishes))
 
-    def _finish(self, tx: Tx, worker: str, finish: Finish) -> bool:
-        if finish.update is not None and not self._apply_update(tx, worker, finish.update):
-            return False
-        outcome = finish.outcome
-        params: dict[str, Any] = {
-            "id": finish.job_id,
-            "attempt": finish.attempt,
-            "worker": worker,
-            "now": tx.now,
-            "error": None,
-            "result_size": None,
-        }
-        row: sqlite3.Row | None = None
-        if isinstance(outcome, Failed):
-            params["error"] = outcome.error.model_dump_json()
-            if outcome.retry_in is not None:
-                retry = {**params, "delay": outcome.retry_in}
-                row = tx.conn.execute(Q["retry_job"], retry).fetchone()
-                if row is not None:
-                    tx.notes.add(WORK)
-        if row is None:
-            row = self._finish_terminal(tx, params, outcome)
-        if row is None:
-            return False
-        error = None if row["error"] is None else JobError.model_validate_json(row["error"])
-        detail = (
-            {}
-            if not isinstance(outcome, Failed) or outcome.retry_in is None
-            else {"retry_in": outcome.retry_in}
-        )
-        data = status_event(
-            row["status"], row["attempt"], error.model_dump() if error else None, **detail
-        )
-        _insert_status(tx, finish.job_id, row["last_seq"], data)
-        return True
-
-    @staticmethod
-    def _finish_terminal(tx: Tx, params: dict[str, Any], outcome: Any) -> sqlite3.Row | None:
-        if isinstance(outcome, Completed):
-            status, params["result_size"] = Status.COMPLETED, len(outcome.body)
-        else:
-            status = Status.FAILED if isinstance(outcome, Failed) else Status.CANCELLED
-        row: sqlite3.Row | None = tx.conn.execute(
-            Q["finish_job"], {**params, "status": status.value}
-        ).fetchone()
-        if row is not None and isinstance(outcome, Completed):
-            tx.conn.execute(Q["insert_result"], (params["id"], outcome.content_type, outcome.body))
-        return row
+    def _finish_all(self, tx: Tx, worker: str, finishes: Sequence[Finish]) -> list[bool]:
+        """Fence every finish with one read, then write them all with ``executemany``."""
+        ids = dumps([f.job_id for f in finishes])
+        held = {r["id"]: r for r in tx.conn.execute(Q["held_for_finish"], (worker, ids))}
+        accepted, settled, events, apart = [], [], [], []
+        for finish in finishes:
+            row = held.get(finish.job_id)
+            last_seq = row["last_seq"] if row is not None else None
+            if row is not None and row["attempt"] != finish.attempt:
+                last_seq = None
+            if last_seq is not None and finish.update is not None:
+                last_seq = self._apply_update(tx, worker, finish.update)
+            accepted.append(last_seq is not None)
+            if row is None or last_seq is None:
+                continue
+            del held[finish.job_id]  # a second finish of the same job in this batch is stale
+            s = settle(
+                finish.outcome,
+                attempt=row["attempt"],
+                cancel_requested=bool(row["cancel_requested"]),
+                progress=row["progress"],
+                run_at=row["run_at"],
+                result_ttl=row["result_ttl_seconds"],
+                now=tx.now,
+                inline_limit=self.settings.inline_result_bytes,
+            )
+            num, seq = row["num"], last_seq + 1
+            settled.append(
+                (s.status.value, s.error, s.progress, s.eta_seconds, s.result, s.result_size,
+                 s.expires_at, s.finished_at, s.run_at, seq, tx.now, num)
+            )  # fmt: skip
+            events.append((num, seq, "status", tx.now, s.event))
+            if s.result_apart is not None:
+                apart.append((num, s.content_type, s.result_apart))
+            tx.notes.add(job_key(finish.job_id))
+            if s.status is Status.PENDING:
+                tx.notes.add(WORK)
+        tx.conn.executemany(Q["settle_job"], settled)
+        tx.conn.executemany(Q["insert_event"], events)
+        tx.conn.executemany(Q["insert_result"], apart)
+        return accepted
 
     async def release_jobs(self, worker: str, job_ids: Sequence[str]) -> int:
         def op(tx: Tx) -> int:
@@ -343,7 +342,7 @@ class SQLiteBackend:
                 ).fetchone()
                 if row is not None:
                     data = status_event(Status.PENDING, row["attempt"], reason="released")
-                    _insert_status(tx, job_id, row["last_seq"], data)
+                    _insert_status(tx, (row["num"], job_id), row["last_seq"], data)
                     released += 1
             tx.notes.add(WORK)
             return released
@@ -357,12 +356,12 @@ class SQLiteBackend:
             row = tx.conn.execute(Q["cancel_pending"], params).fetchone()
             if row is not None:
                 data = status_event(Status.CANCELLED, row["attempt"])
-                _insert_status(tx, job_id, row["last_seq"], data)
+                _insert_status(tx, (row["num"], job_id), row["last_seq"], data)
             else:
                 row = tx.conn.execute(Q["cancel_running"], params).fetchone()
                 if row is not None:
                     data = status_event(Status.RUNNING, row["attempt"], cancel_requested=True)
-                    _insert_status(tx, job_id, row["last_seq"], data)
+                    _insert_status(tx, (row["num"], job_id), row["last_seq"], data)
                     tx.notes.add(cancel_key(row["lease_owner"]))
             found = tx.conn.execute(Q["get_job"], (job_id, tenant)).fetchone()
             return None if found is None else job_from_row(found)
@@ -371,23 +370,24 @@ class SQLiteBackend:
 
     async def delete_job(self, tenant: str, job_id: str) -> bool:
         def op(tx: Tx) -> bool:
-            if tx.conn.execute(Q["delete_job"], (job_id, tenant)).rowcount == 0:
+            row = tx.conn.execute(Q["delete_job"], (job_id, tenant)).fetchone()
+            if row is None:
                 return False
-            tx.conn.execute(Q["delete_events"], (job_id,))
-            tx.conn.execute(Q["delete_result"], (job_id,))
+            tx.conn.execute(Q["delete_events"], (row["num"],))
+            tx.conn.execute(Q["delete_result"], (row["num"],))
             tx.notes.add(job_key(job_id))
             return True
 
         return await self.writer.run(op)
 
     async def get_job(self, tenant: str, job_id: str, *, with_result: bool = True) -> Job | None:
-        limit = self.settings.inline_result_bytes if with_result else -1
-
         def op(conn: sqlite3.Connection) -> Job | None:
-            row = conn.execute(Q["get_job_with_result"], (limit, job_id, tenant)).fetchone()
-            return None if row is None else job_from_row(row, row["result_body"])
+            row = conn.execute(Q["get_job"], (job_id, tenant)).fetchone()
+            if row is None:
+                return None
+            return job_from_row(row, row["result"] if with_result else None)
 
-        return await self.readers.run(op)
+        return await self.readers.run_point(op)
 
     async def list_jobs(
         self,
@@ -399,7 +399,7 @@ class SQLiteBackend:
         cursor: str | None = None,
     ) -> Page:
         clauses: list[str] = ["tenant = ?"]
-        params: list[str | float] = [tenant]
+        params: list[str | int] = [tenant]
         if status:
             clauses.append(f"status IN ({','.join('?' * len(status))})")
             params += [str(s) for s in status]
@@ -407,19 +407,18 @@ class SQLiteBackend:
             clauses.append(f"kind IN ({','.join('?' * len(kind))})")
             params += list(kind)
         if cursor is not None:
-            created_at, last_id = decode_cursor(cursor)
-            clauses.append("(created_at < ? OR (created_at = ? AND id < ?))")
-            params += [created_at, created_at, last_id]
+            clauses.append("num < ?")
+            params.append(decode_cursor(cursor))
         sql = (
             f"SELECT * FROM jobs WHERE {' AND '.join(clauses)} "
-            f"ORDER BY created_at DESC, id DESC LIMIT {int(limit) + 1}"
+            f"ORDER BY num DESC LIMIT {max(0, int(limit)) + 1}"
         )
 
         def op(conn: sqlite3.Connection) -> Page:
             rows = conn.execute(sql, params).fetchall()
             more = len(rows) > limit
             rows = rows[:limit]
-            next_cursor = encode_cursor(rows[-1]["created_at"], rows[-1]["id"]) if more else None
+            next_cursor = encode_cursor(rows[-1]["num"]) if more and rows else None
             return Page(data=[job_from_row(r) for r in rows], next_cursor=next_cursor)
 
         return await self.readers.run(op)
@@ -427,7 +426,11 @@ class SQLiteBackend:
     async def get_result(self, tenant: str, job_id: str) -> StoredResult | None:
         def op(conn: sqlite3.Connection) -> StoredResult | None:
             row = conn.execute(Q["get_result"], (job_id, tenant, time.time())).fetchone()
-            return None if row is None else StoredResult(bytes(row["body"]), row["content_type"])
+            if row is None or row["body"] is None:
+                return None
+            body = row["body"]
+            data = body.encode() if isinstance(body, str) else bytes(body)
+            return StoredResult(data, row["content_type"])
 
         return await self.readers.run(op)
 
@@ -435,9 +438,10 @@ class SQLiteBackend:
         self, tenant: str, job_id: str, *, after: int = -1, limit: int = 1000
     ) -> list[Event] | None:
         def op(conn: sqlite3.Connection) -> list[Event] | None:
-            if conn.execute(Q["job_exists"], (job_id, tenant)).fetchone() is None:
+            found = conn.execute(Q["job_num"], (job_id, tenant)).fetchone()
+            if found is None:
                 return None
-            rows = conn.execute(Q["list_events"], (job_id, after, limit)).fetchall()
+            rows = conn.execute(Q["list_events"], (found["num"], after, limit)).fetchall()
             return [event_from_row(job_id, r) for r in rows]
 
         return await self.readers.run(op)
@@ -479,11 +483,11 @@ class SQLiteBackend:
                     error.model_dump() if error else None,
                     reason="lease_expired",
                 )
-                _insert_status(tx, row["id"], ended["last_seq"], data)
+                _insert_status(tx, (ended["num"], row["id"]), ended["last_seq"], data)
         if counts[Status.PENDING]:
             tx.notes.add(WORK)
-        expired = tx.conn.execute(Q["expire_results"], (tx.now,)).rowcount
-        tx.conn.execute(Q["mark_results_expired"], (tx.now,))
+        tx.conn.execute(Q["expire_results"], (tx.now,))  # the large ones, kept apart
+        expired = tx.conn.execute(Q["mark_results_expired"], (tx.now,)).rowcount
         return Sweep(
             requeued=counts[Status.PENDING],
             failed=counts[Status.FAILED],
@@ -505,7 +509,7 @@ class SQLiteBackend:
         def op(conn: sqlite3.Connection) -> bool:
             return conn.execute(Q["has_due_work"], (time.time(), kinds_json)).fetchone() is not None
 
-        return await self.readers.run(op)
+        return await self.readers.run_point(op)
 
 
 class _DueWorkWatch:

@@ -74,10 +74,17 @@ class Writer:
         synchronous: str,
         lock_timeout: float,
         on_commit: Callable[[set[str]], None],
+        on_foreign_commit: Callable[[], None],
+        poll_interval: float,
     ) -> None:
         self._conn = connect(path, synchronous=synchronous, timeout=0.0)
+        # Checkpoints run in their own thread (Checkpointer) instead of inside our commits.
+        self._conn.execute("PRAGMA wal_autocheckpoint=0")
         self._lock_timeout = lock_timeout
         self._on_commit = on_commit
+        self._on_foreign_commit = on_foreign_commit
+        self._poll_interval = poll_interval
+        self._data_version = self._read_data_version()
         self._queue: queue.SimpleQueue[_Item[Any] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(
             target=self._run, name="longjobs-sqlite-writer", daemon=True
@@ -101,7 +108,11 @@ class Writer:
     # -- the thread ----------------------------------------------------------------------
     def _run(self) -> None:
         while True:
-            first = self._queue.get()
+            try:
+                first = self._queue.get(timeout=self._poll_interval)
+            except queue.Empty:
+                self._check_foreign_commits()
+                continue
             if first is None:
                 return
             batch = [first]
@@ -116,8 +127,24 @@ class Writer:
                     break
                 batch.append(item)
             self._commit_batch(batch)
+            self._check_foreign_commits()
             if stop:
                 return
+
+    def _read_data_version(self) -> int:
+        version: int = self._conn.execute("PRAGMA data_version").fetchone()[0]
+        return version
+
+    def _check_foreign_commits(self) -> None:
+        """``data_version`` of this connection changes only when another connection, in this
+        process or another, commits: that is how we learn of other processes' writes."""
+        try:
+            version = self._read_data_version()
+        except sqlite3.OperationalError:
+            return
+        if version != self._data_version:
+            self._data_version = version
+            self._on_foreign_commit()
 
     def _commit_batch(self, batch: list[_Item[Any]]) -> None:
         notes: set[str] = set()
@@ -192,6 +219,32 @@ def _resolve(
         on_commit(notes)
 
 
+class Checkpointer:
+    """Copies the WAL back into the database file every ``interval`` seconds, from its own
+    connection and thread, so that no commit of the writer pays for a checkpoint. PASSIVE
+    checkpoints never wait for readers or writers; every process on a file runs one."""
+
+    def __init__(self, path: str, *, synchronous: str, interval: float = 1.0) -> None:
+        self._conn = connect(path, synchronous=synchronous, timeout=0.0)
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="longjobs-sqlite-checkpoint",
+                                        daemon=True)  # fmt: skip
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            with contextlib.suppress(sqlite3.OperationalError):  # busy: next time
+                self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        with contextlib.suppress(sqlite3.OperationalError):
+            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        self._conn.close()
+
+
 class Readers:
     """A few threads, each with its own read connection (WAL readers never block the writer)."""
 
@@ -202,10 +255,25 @@ class Readers:
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="longjobs-sqlite-reader")
+        self._inline: sqlite3.Connection | None = None
 
     async def run(self, op: Callable[[sqlite3.Connection], T]) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, self._call, op)
+
+    async def run_point(self, op: Callable[[sqlite3.Connection], T]) -> T:
+        """Run a read of a few rows on the calling (event loop) thread: a WAL read of an indexed
+        row takes microseconds, far less than a hop to a thread and back. Should the read ever
+        meet a lock (WAL recovery), it goes to a reader thread instead of blocking the loop."""
+        if self._inline is None:
+            self._inline = connect(self._path, synchronous=self._synchronous, timeout=0.0)
+            self._connections.append(self._inline)
+        try:
+            return op(self._inline)
+        except sqlite3.OperationalError as exc:
+            if not is_busy(exc):
+                raise unavailable(exc) from exc
+        return await self.run(op)
 
     def _call(self, op: Callable[[sqlite3.Connection], T]) -> T:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -225,3 +293,4 @@ class Readers:
             for conn in self._connections:
                 conn.close()
             self._connections.clear()
+        self._inline = None

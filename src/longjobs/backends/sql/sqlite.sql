@@ -2,7 +2,8 @@
 
 -- name: schema
 CREATE TABLE IF NOT EXISTS jobs (
-    id TEXT PRIMARY KEY,
+    num INTEGER PRIMARY KEY,  -- internal, ascending: keeps event and result inserts local
+    id TEXT NOT NULL UNIQUE,
     tenant TEXT NOT NULL,
     kind TEXT NOT NULL,
     status TEXT NOT NULL,
@@ -24,6 +25,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     checkpoint TEXT,
     idempotency_key TEXT,
     request_hash TEXT,
+    result TEXT,              -- a result of up to inline_result_bytes; larger ones are in results
     result_size INTEGER,
     lease_owner TEXT,
     lease_until REAL,
@@ -35,23 +37,22 @@ CREATE TABLE IF NOT EXISTS jobs (
     expires_at REAL,
     updated_at REAL NOT NULL
 );
-CREATE INDEX IF NOT EXISTS jobs_due ON jobs (priority DESC, run_at, id) WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS jobs_due ON jobs (priority DESC, run_at, num) WHERE status = 'pending';
 CREATE INDEX IF NOT EXISTS jobs_leased ON jobs (lease_owner) WHERE status = 'running';
-CREATE INDEX IF NOT EXISTS jobs_lease_until ON jobs (lease_until) WHERE status = 'running';
-CREATE INDEX IF NOT EXISTS jobs_listing ON jobs (tenant, created_at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS jobs_listing ON jobs (tenant, num DESC);
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency
     ON jobs (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_result_expiry ON jobs (expires_at) WHERE result_size IS NOT NULL;
 CREATE TABLE IF NOT EXISTS events (
-    job_id TEXT NOT NULL,
+    job_num INTEGER NOT NULL,
     seq INTEGER NOT NULL,
     type TEXT NOT NULL,
     at REAL NOT NULL,
     data TEXT NOT NULL,
-    PRIMARY KEY (job_id, seq)
+    PRIMARY KEY (job_num, seq)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS results (
-    job_id TEXT PRIMARY KEY,
+    job_num INTEGER PRIMARY KEY,
     content_type TEXT NOT NULL,
     body BLOB NOT NULL
 );
@@ -66,9 +67,10 @@ INSERT INTO jobs (id, tenant, kind, status, priority, input, metadata, max_attem
 VALUES (:id, :tenant, :kind, 'pending', :priority, :input, :metadata, :max_attempts,
         :timeout_seconds, :result_ttl_seconds, :idempotency_key, :request_hash,
         :now, :run_at, :now)
+RETURNING num
 
 -- name: insert_event
-INSERT INTO events (job_id, seq, type, at, data) VALUES (?, ?, ?, ?, ?)
+INSERT INTO events (job_num, seq, type, at, data) VALUES (?, ?, ?, ?, ?)
 
 -- name: find_idempotent
 SELECT * FROM jobs WHERE tenant = ? AND idempotency_key = ?
@@ -80,7 +82,7 @@ SET status = 'running', attempt = attempt + 1, lease_owner = :worker,
 WHERE id IN (
     SELECT id FROM jobs
     WHERE status = 'pending' AND run_at <= :now AND kind IN (SELECT value FROM json_each(:kinds))
-    ORDER BY priority DESC, run_at, id
+    ORDER BY priority DESC, run_at, num
     LIMIT :limit
 )
 RETURNING *
@@ -105,54 +107,44 @@ SET last_seq = last_seq + :n,
     checkpoint = CASE WHEN :has_checkpoint THEN :checkpoint ELSE checkpoint END,
     updated_at = :now
 WHERE id = :id AND attempt = :attempt AND lease_owner = :worker AND status = 'running'
-RETURNING last_seq
+RETURNING num, last_seq
 
--- name: finish_job
-UPDATE jobs
-SET status = CASE WHEN :status = 'completed' OR cancel_requested = 0 THEN :status
-                  ELSE 'cancelled' END,
-    error = CASE WHEN :status = 'completed' OR cancel_requested = 0 THEN :error ELSE NULL END,
-    progress = CASE WHEN :status = 'completed' THEN 1.0 ELSE progress END,
-    eta_seconds = CASE WHEN :status = 'completed' THEN 0.0 ELSE NULL END,
-    result_size = :result_size,
-    expires_at = CASE WHEN :status = 'completed' THEN :now + result_ttl_seconds ELSE NULL END,
-    finished_at = :now, lease_owner = NULL, lease_until = NULL,
-    last_seq = last_seq + 1, updated_at = :now
-WHERE id = :id AND attempt = :attempt AND lease_owner = :worker AND status = 'running'
-RETURNING status, last_seq, attempt, error
+-- name: held_for_finish
+SELECT num, id, attempt, last_seq, cancel_requested, progress, run_at, result_ttl_seconds
+FROM jobs
+WHERE lease_owner = ? AND status = 'running' AND id IN (SELECT value FROM json_each(?))
 
--- name: retry_job
+-- name: settle_job
 UPDATE jobs
-SET status = 'pending', error = :error, run_at = :now + :delay, eta_seconds = NULL,
-    lease_owner = NULL, lease_until = NULL, last_seq = last_seq + 1, updated_at = :now
-WHERE id = :id AND attempt = :attempt AND lease_owner = :worker AND status = 'running'
-      AND cancel_requested = 0
-RETURNING status, last_seq, attempt, error
+SET status = ?, error = ?, progress = ?, eta_seconds = ?, result = ?, result_size = ?,
+    expires_at = ?, finished_at = ?, run_at = ?, lease_owner = NULL, lease_until = NULL,
+    last_seq = ?, updated_at = ?
+WHERE num = ?
 
 -- name: insert_result
-INSERT OR REPLACE INTO results (job_id, content_type, body) VALUES (?, ?, ?)
+INSERT OR REPLACE INTO results (job_num, content_type, body) VALUES (?, ?, ?)
 
 -- name: release_job
 UPDATE jobs
 SET status = 'pending', attempt = attempt - 1, run_at = :now, lease_owner = NULL,
     lease_until = NULL, last_seq = last_seq + 1, updated_at = :now
 WHERE id = :id AND lease_owner = :worker AND status = 'running'
-RETURNING last_seq, attempt
+RETURNING num, last_seq, attempt
 
 -- name: cancel_pending
 UPDATE jobs
 SET status = 'cancelled', cancel_requested = 1, finished_at = :now, last_seq = last_seq + 1,
     updated_at = :now
 WHERE id = :id AND tenant = :tenant AND status = 'pending'
-RETURNING last_seq, attempt
+RETURNING num, last_seq, attempt
 
 -- name: cancel_running
 UPDATE jobs SET cancel_requested = 1, last_seq = last_seq + 1, updated_at = :now
 WHERE id = :id AND tenant = :tenant AND status = 'running' AND cancel_requested = 0
-RETURNING last_seq, attempt, lease_owner
+RETURNING num, last_seq, attempt, lease_owner
 
 -- name: expired_leases
-SELECT id, attempt, max_attempts, cancel_requested, lease_owner FROM jobs
+SELECT num, id, attempt, max_attempts, cancel_requested, lease_owner FROM jobs
 WHERE status = 'running' AND lease_until < ?
 LIMIT 1000
 
@@ -161,44 +153,41 @@ UPDATE jobs
 SET status = :status, error = :error, finished_at = :finished_at, run_at = :now,
     lease_owner = NULL, lease_until = NULL, last_seq = last_seq + 1, updated_at = :now
 WHERE id = :id AND attempt = :attempt AND status = 'running' AND lease_until < :now
-RETURNING last_seq
+RETURNING num, last_seq
 
 -- name: expire_results
-DELETE FROM results WHERE job_id IN (
-    SELECT id FROM jobs WHERE result_size IS NOT NULL AND expires_at <= ? LIMIT 1000
+DELETE FROM results WHERE job_num IN (
+    SELECT num FROM jobs WHERE result_size IS NOT NULL AND expires_at <= ? LIMIT 1000
 )
 
 -- name: mark_results_expired
-UPDATE jobs SET result_size = NULL
-WHERE id IN (SELECT id FROM jobs WHERE result_size IS NOT NULL AND expires_at <= ? LIMIT 1000)
+UPDATE jobs SET result = NULL, result_size = NULL
+WHERE num IN (SELECT num FROM jobs WHERE result_size IS NOT NULL AND expires_at <= ? LIMIT 1000)
 
 -- name: delete_job
-DELETE FROM jobs WHERE id = ? AND tenant = ?
+DELETE FROM jobs WHERE id = ? AND tenant = ? RETURNING num
 
 -- name: delete_events
-DELETE FROM events WHERE job_id = ?
+DELETE FROM events WHERE job_num = ?
 
 -- name: delete_result
-DELETE FROM results WHERE job_id = ?
+DELETE FROM results WHERE job_num = ?
 
 -- name: get_job
 SELECT * FROM jobs WHERE id = ? AND tenant = ?
 
--- name: get_job_with_result
-SELECT jobs.*, CASE WHEN jobs.result_size <= ? THEN results.body END AS result_body
-FROM jobs LEFT JOIN results ON results.job_id = jobs.id
-WHERE jobs.id = ? AND jobs.tenant = ?
-
 -- name: get_result
-SELECT results.content_type, results.body FROM results JOIN jobs ON jobs.id = results.job_id
+SELECT coalesce(jobs.result, results.body) AS body,
+       coalesce(results.content_type, 'application/json') AS content_type
+FROM jobs LEFT JOIN results ON results.job_num = jobs.num
 WHERE jobs.id = ? AND jobs.tenant = ? AND jobs.status = 'completed'
-      AND (jobs.expires_at IS NULL OR jobs.expires_at > ?)
+      AND jobs.result_size IS NOT NULL AND (jobs.expires_at IS NULL OR jobs.expires_at > ?)
 
--- name: job_exists
-SELECT 1 FROM jobs WHERE id = ? AND tenant = ?
+-- name: job_num
+SELECT num FROM jobs WHERE id = ? AND tenant = ?
 
 -- name: list_events
-SELECT seq, type, at, data FROM events WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?
+SELECT seq, type, at, data FROM events WHERE job_num = ? AND seq > ? ORDER BY seq LIMIT ?
 
 -- name: has_due_work
 SELECT 1 FROM jobs

@@ -1,0 +1,82 @@
+"""How a finished attempt changes its job: one pure function shared by the SQL backends."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from longjobs.backends.base import Completed, Failed, Outcome
+from longjobs.backends.rows import dumps, status_event
+from longjobs.models import Status
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """The new column values of a job whose lease holder reported ``outcome``."""
+
+    status: Status
+    error: str | None
+    progress: float
+    eta_seconds: float | None
+    result: str | None  # the result kept in the job row
+    result_apart: bytes | None  # a result too large (or not JSON) for the job row
+    content_type: str
+    result_size: int | None
+    expires_at: float | None
+    finished_at: float | None
+    run_at: float
+    event: str  # the data of the status event that records it
+
+
+def settle(
+    outcome: Outcome,
+    *,
+    attempt: int,
+    cancel_requested: bool,
+    progress: float,
+    run_at: float,
+    result_ttl: float | None,
+    now: float,
+    inline_limit: int,
+) -> Settlement:
+    """Completed → completed; a cancel request turns any other outcome into cancelled; Failed
+    with ``retry_in`` → pending again at ``now + retry_in``; else failed or cancelled."""
+    if isinstance(outcome, Completed):
+        body, size = outcome.body, len(outcome.body)
+        inline = size <= inline_limit and outcome.content_type == "application/json"
+        return Settlement(
+            status=Status.COMPLETED,
+            error=None,
+            progress=1.0,
+            eta_seconds=0.0,
+            result=body.decode() if inline else None,
+            result_apart=None if inline else body,
+            content_type=outcome.content_type,
+            result_size=size,
+            expires_at=None if result_ttl is None else now + result_ttl,
+            finished_at=now,
+            run_at=run_at,
+            event=f'{{"status":"completed","attempt":{int(attempt)}}}',
+        )
+    status, error, detail = Status.CANCELLED, None, {}
+    if isinstance(outcome, Failed) and not cancel_requested:
+        error = outcome.error
+        if outcome.retry_in is not None:
+            status, detail = Status.PENDING, {"retry_in": outcome.retry_in}
+            run_at = now + outcome.retry_in
+        else:
+            status = Status.FAILED
+    event = status_event(status, attempt, error.model_dump() if error else None, **detail)
+    return Settlement(
+        status=status,
+        error=error.model_dump_json() if error else None,
+        progress=progress,
+        eta_seconds=None,
+        result=None,
+        result_apart=None,
+        content_type="application/json",
+        result_size=None,
+        expires_at=None,
+        finished_at=None if status is Status.PENDING else now,
+        run_at=run_at,
+        event=dumps(event),
+    )

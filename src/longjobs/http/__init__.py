@@ -1,0 +1,103 @@
+"""The HTTP API of API.md as an ASGI app: ``create_api(app)``.
+
+Serve it on its own (``uvicorn mymodule:api``) or mount it in your FastAPI app. Starlette does not
+run the lifespan of a mounted app, so run it from yours; it opens and closes the App's backend and
+runs the background tasks::
+
+    longjobs_api = create_api(app)
+
+    @asynccontextmanager
+    async def lifespan(main: FastAPI) -> AsyncIterator[None]:
+        async with longjobs_api.router.lifespan_context(longjobs_api):
+            yield
+
+    main = FastAPI(lifespan=lifespan)
+    main.mount("/jobs", longjobs_api)   # links and Location headers then start with /jobs
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+
+from fastapi import FastAPI
+
+from longjobs.app import App
+from longjobs.http.dependencies import APIState
+from longjobs.http.events import router as events_router
+from longjobs.http.jobs import router as jobs_router
+from longjobs.http.lifespan import BackgroundFunction, BackgroundTasks
+from longjobs.http.probes import router as probes_router
+from longjobs.http.problems import problem_handlers
+from longjobs.settings import Settings
+
+__all__ = ["BackgroundFunction", "LifespanHook", "create_api"]
+
+LifespanHook = Callable[[], AbstractAsyncContextManager[object]]
+"""A factory of an async context manager entered at startup and exited at shutdown."""
+
+
+def create_api(
+    app: App,
+    *,
+    settings: Settings | None = None,
+    background: Sequence[BackgroundFunction] = (),
+    lifespan_hooks: Sequence[LifespanHook] = (),
+    keepalive_seconds: float = 15.0,
+) -> FastAPI:
+    """A FastAPI app serving ``app``'s jobs under ``/v1`` plus ``/healthz`` and ``/readyz``.
+
+    ``settings`` (default: ``app.settings``) gives the body size limit, the cap on ``Prefer:
+    wait`` and ``?wait=``, and the inline result size. ``keepalive_seconds`` is the longest
+    silence on an event stream before a ``: keepalive`` comment is sent.
+
+    The lifespan opens the App's backend, then enters each of ``lifespan_hooks`` in order, then
+    starts each of ``background`` as an asyncio task. Shutdown goes in reverse: the tasks are
+    cancelled and awaited, the hooks exited, the backend closed. A background task that stops
+    while the API serves is logged and makes ``/readyz`` answer 503. A background task is
+    stopped by cancellation; to stop an in-process worker gracefully instead (running jobs get
+    ``shutdown_grace`` to finish), run it from a hook::
+
+        worker = Worker(app, concurrency=8)
+
+        @asynccontextmanager
+        async def running_worker() -> AsyncIterator[None]:
+            task = asyncio.create_task(worker.run())
+            yield
+            worker.stop()
+            await task
+
+        api = create_api(app, lifespan_hooks=[running_worker])
+        api = create_api(app, background=[worker.run])  # the same, stopped by cancellation
+    """
+    if keepalive_seconds <= 0:
+        raise ValueError("keepalive_seconds must be positive")
+    state = APIState(
+        app=app,
+        settings=settings or app.settings,
+        keepalive_seconds=keepalive_seconds,
+        background=BackgroundTasks(background),
+    )
+
+    @asynccontextmanager
+    async def lifespan(api: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            await app.open()
+            stack.push_async_callback(app.close)
+            for hook in lifespan_hooks:
+                await stack.enter_async_context(hook())
+            await stack.enter_async_context(state.background)
+            yield
+
+    api = FastAPI(
+        title="longjobs",
+        version="1",
+        lifespan=lifespan,
+        exception_handlers=problem_handlers(),
+        redirect_slashes=False,
+        # The routes themselves rather than include_router(): the 405 handler lists every
+        # method allowed on a path by matching the app's routes.
+        routes=[*jobs_router.routes, *events_router.routes, *probes_router.routes],
+    )
+    api.state.longjobs = state
+    return api

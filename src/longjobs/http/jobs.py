@@ -1,0 +1,332 @@
+"""The ``/v1/jobs`` routes (submit, status, list, cancel, delete, result) and ``/v1/kinds``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request
+from starlette.responses import Response
+
+from longjobs.app import App, JobKind, request_hash
+from longjobs.http.dependencies import AppDep, SettingsDep, TenantDep
+from longjobs.http.problems import ProblemError, problem_response
+from longjobs.http.submission import Preferences, parse_json, parse_submission, read_body
+from longjobs.models import Job, Status
+from longjobs.schemas import (
+    JobErrorResource,
+    JobLinks,
+    JobList,
+    JobResource,
+    KindDefaults,
+    KindList,
+    KindResource,
+    Problem,
+    SubmitRequest,
+    UsageResource,
+)
+from longjobs.settings import Settings
+
+router = APIRouter()
+
+POLL_AFTER_SECONDS = 1
+"""The ``Retry-After`` sent with a job that is not finished yet."""
+
+_PROBLEM: dict[str, Any] = {"model": Problem, "content": {"application/problem+json": {}}}
+
+
+def _documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    return {status: _PROBLEM for status in statuses}
+
+
+# -- converting jobs to their wire shape --------------------------------------------------------
+def job_resource(job: Job, *, root_path: str, inline_result_bytes: int) -> JobResource:
+    """``job`` as API.md shows it. The result is inline only when it is at most
+    ``inline_result_bytes`` long and has not expired; tenancy and lease internals never show."""
+    path = f"{root_path}/v1/jobs/{job.id}"
+    inline = job.result_size is not None and job.result_size <= inline_result_bytes
+    return JobResource(
+        id=job.id,
+        kind=job.kind,
+        status=job.status,
+        progress=job.progress,
+        stage=job.stage,
+        message=job.message,
+        eta_seconds=job.eta_seconds,
+        input=job.input,
+        result=job.result if inline and not job.result_expired else None,
+        error=None if job.error is None else JobErrorResource(**job.error.model_dump()),
+        cancel_requested=job.cancel_requested,
+        attempt=job.attempt,
+        max_attempts=job.max_attempts,
+        priority=job.priority,
+        metadata=job.metadata,
+        usage=UsageResource(
+            input_tokens=job.usage.input_tokens, output_tokens=job.usage.output_tokens
+        ),
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        expires_at=job.expires_at,
+        links=JobLinks(
+            self=path, events=f"{path}/events", result=f"{path}/result", cancel=f"{path}/cancel"
+        ),
+    )
+
+
+def _root_path(request: Request) -> str:
+    return str(request.scope.get("root_path", "")).rstrip("/")
+
+
+def job_response(
+    request: Request,
+    settings: Settings,
+    job: Job,
+    *,
+    status_code: int = 200,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    """The job resource as JSON, with ``Retry-After`` while the job is not terminal."""
+    resource = job_resource(
+        job, root_path=_root_path(request), inline_result_bytes=settings.inline_result_bytes
+    )
+    all_headers = dict(headers or {})
+    if not job.is_terminal:
+        all_headers["Retry-After"] = str(POLL_AFTER_SECONDS)
+    return Response(
+        resource.model_dump_json(),
+        status_code=status_code,
+        headers=all_headers,
+        media_type="application/json",
+    )
+
+
+# -- submit --------------------------------------------------------------------------------------
+@router.post(
+    "/v1/jobs",
+    status_code=202,
+    response_model=None,
+    responses={
+        200: {"model": JobResource, "description": "Finished within Prefer: wait, or a replay"},
+        202: {"model": JobResource, "description": "Accepted"},
+        **_documented(400, 404, 413, 422, 503),
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": SubmitRequest.model_json_schema()}},
+        }
+    },
+)
+async def submit_job(
+    request: Request,
+    app: AppDep,
+    settings: SettingsDep,
+    tenant: TenantDep,
+    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255)] = None,
+) -> Response:
+    """Validate and durably enqueue a job: 202 with the job, ``Location`` and ``Retry-After``.
+
+    ``Prefer: wait=N`` waits up to ``min(N, max_wait_seconds)`` and answers 200 when the job
+    finished by then. A replay of an ``Idempotency-Key`` answers 200 with the original job and
+    ``Idempotent-Replayed: true``.
+    """
+    submission = parse_submission(parse_json(await read_body(request, settings.max_body_bytes)))
+    job, created = await app.submit_idempotent(
+        submission.kind,
+        submission.input,
+        tenant=tenant,
+        priority=submission.priority,
+        timeout_seconds=submission.timeout_seconds,
+        max_attempts=submission.max_attempts,
+        result_ttl_seconds=submission.result_ttl_seconds,
+        delay_seconds=submission.delay_seconds,
+        metadata=submission.metadata,
+        idempotency_key=idempotency_key,
+        body_hash=None if idempotency_key is None else _hash(submission),
+    )
+    headers = {"Location": f"{_root_path(request)}/v1/jobs/{job.id}", "Vary": "Prefer"}
+    if not created:
+        headers["Idempotent-Replayed"] = "true"
+    preferences = Preferences.parse(request.headers.getlist("prefer"))
+    job, applied = await _apply_preferences(app, settings, tenant, job, preferences)
+    if applied:
+        headers["Preference-Applied"] = ", ".join(applied)
+    status_code = 200 if not created or job.is_terminal else 202
+    return job_response(request, settings, job, status_code=status_code, headers=headers)
+
+
+def _hash(submission: SubmitRequest) -> str:
+    # The whole envelope, as sent: the same key with other options is a different request.
+    return request_hash(submission.kind, submission.model_dump(mode="json"))
+
+
+async def _apply_preferences(
+    app: App, settings: Settings, tenant: str, job: Job, preferences: Preferences
+) -> tuple[Job, list[str]]:
+    applied = ["respond-async"] if preferences.respond_async else []
+    if preferences.wait is not None:
+        wait = min(float(preferences.wait), settings.max_wait_seconds)
+        if not job.is_terminal and wait > 0:
+            job = await app.wait(job.id, timeout=wait, tenant=tenant)
+        applied.append(f"wait={int(wait) if wait.is_integer() else wait}")
+    return job, applied
+
+
+# -- read, list, cancel, delete ------------------------------------------------------------------
+@router.get(
+    "/v1/jobs/{job_id}",
+    response_model=None,
+    responses={200: {"model": JobResource}, **_documented(404, 422, 503)},
+)
+async def get_job(
+    job_id: str,
+    request: Request,
+    app: AppDep,
+    settings: SettingsDep,
+    tenant: TenantDep,
+    wait: Annotated[float | None, Query(ge=0, allow_inf_nan=False)] = None,
+) -> Response:
+    """The job (404 when missing or another tenant's). ``?wait=N`` blocks up to N seconds (at
+    most ``max_wait_seconds``) until the job is terminal or its status changes."""
+    job = await app.get(job_id, tenant=tenant)
+    timeout = min(wait or 0.0, settings.max_wait_seconds)
+    if not job.is_terminal and timeout > 0:
+        job = await app.wait(job_id, timeout=timeout, tenant=tenant, until_change_from=job.status)
+    return job_response(request, settings, job)
+
+
+@router.get(
+    "/v1/jobs",
+    response_model=None,
+    responses={200: {"model": JobList}, **_documented(422, 503)},
+)
+async def list_jobs(
+    request: Request,
+    app: AppDep,
+    settings: SettingsDep,
+    tenant: TenantDep,
+    status: Annotated[list[str] | None, Query()] = None,
+    kind: Annotated[list[str] | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=1000)] = None,
+) -> Response:
+    """The tenant's jobs, newest first, filtered by any of the statuses and kinds (each repeated
+    or comma-separated); ``next_cursor`` fetches the next page and is null on the last one."""
+    statuses = [_status(value) for value in _split(status)]
+    try:
+        page = await app.list(
+            tenant=tenant, status=statuses, kind=_split(kind), limit=limit, cursor=cursor
+        )
+    except ValueError:
+        raise _invalid_query("cursor", "not a cursor this API gave out", "value_error") from None
+    root_path = _root_path(request)
+    listing = JobList(
+        data=[
+            job_resource(job, root_path=root_path, inline_result_bytes=settings.inline_result_bytes)
+            for job in page.data
+        ],
+        next_cursor=page.next_cursor,
+    )
+    return Response(listing.model_dump_json(), media_type="application/json")
+
+
+def _split(values: list[str] | None) -> list[str]:
+    return [part.strip() for value in values or () for part in value.split(",") if part.strip()]
+
+
+def _status(value: str) -> Status:
+    try:
+        return Status(value)
+    except ValueError:
+        names = ", ".join(s.value for s in Status)
+        raise _invalid_query("status", f"must be one of {names}", "enum") from None
+
+
+def _invalid_query(name: str, msg: str, type_: str) -> ProblemError:
+    errors = [{"loc": ["query", name], "msg": msg, "type": type_}]
+    return ProblemError("invalid-input", f"invalid query.{name}", errors=errors)
+
+
+@router.post(
+    "/v1/jobs/{job_id}/cancel",
+    response_model=None,
+    responses={200: {"model": JobResource}, **_documented(404, 503)},
+)
+async def cancel_job(
+    job_id: str, request: Request, app: AppDep, settings: SettingsDep, tenant: TenantDep
+) -> Response:
+    """Cancel: a pending job at once, a running one through its handler (``cancel_requested``
+    until it stops); a terminal job is answered as it is."""
+    job = await app.cancel(job_id, tenant=tenant)
+    return job_response(request, settings, job)
+
+
+@router.delete("/v1/jobs/{job_id}", status_code=204, responses=_documented(404, 503))
+async def delete_job(job_id: str, app: AppDep, tenant: TenantDep) -> Response:
+    """Forget the job with its events and result (cancelling it first if it runs): 204."""
+    await app.delete(job_id, tenant=tenant)
+    return Response(status_code=204)
+
+
+# -- result --------------------------------------------------------------------------------------
+@router.get(
+    "/v1/jobs/{job_id}/result",
+    response_model=None,
+    responses={
+        200: {"description": "The result as stored", "content": {"application/json": {}}},
+        **_documented(404, 409, 410, 503),
+    },
+)
+async def get_result(job_id: str, app: AppDep, tenant: TenantDep) -> Response:
+    """The stored result with its content type. 409 while the job is not finished (with
+    ``Retry-After``) and for failed or cancelled jobs (with their error); 410 once expired."""
+    job = await app.get(job_id, tenant=tenant)
+    _raise_unless_completed(job)
+    stored = None if job.result_expired else await app.result(job_id, tenant=tenant)
+    if stored is None:
+        return problem_response(
+            "result-expired", f"the result of job {job_id!r} has expired", job_id=job_id
+        )
+    return Response(stored.body, media_type=stored.content_type)
+
+
+def _raise_unless_completed(job: Job) -> None:
+    error = None if job.error is None else job.error.model_dump()
+    if job.status is Status.FAILED:
+        raise ProblemError(
+            "job-failed", f"job {job.id!r} failed: no result", job_id=job.id, error=error
+        )
+    if job.status is Status.CANCELLED:
+        raise ProblemError(
+            "job-cancelled", f"job {job.id!r} was cancelled: no result", job_id=job.id, error=error
+        )
+    if not job.is_terminal:
+        raise ProblemError(
+            "result-not-ready",
+            f"job {job.id!r} is {job.status.value}; try again later",
+            job_id=job.id,
+            job_status=job.status.value,
+            retry_after=POLL_AFTER_SECONDS,
+        )
+
+
+# -- kinds ---------------------------------------------------------------------------------------
+@router.get("/v1/kinds", response_model=None, responses={200: {"model": KindList}})
+async def list_kinds(app: AppDep) -> Response:
+    """The registered job kinds, sorted by name, with their JSON Schemas and defaults."""
+    kinds = [_kind_resource(app, app.kinds[name]) for name in sorted(app.kinds)]
+    return Response(KindList(data=kinds).model_dump_json(), media_type="application/json")
+
+
+def _kind_resource(app: App, kind: JobKind) -> KindResource:
+    return KindResource(
+        name=kind.name,
+        description=kind.description,
+        input_schema=kind.input_schema(),
+        output_schema=kind.output_schema(),
+        defaults=KindDefaults(
+            timeout_seconds=kind.timeout_seconds,
+            max_attempts=kind.max_attempts,
+            result_ttl_seconds=kind.result_ttl_seconds or app.settings.result_ttl_seconds,
+        ),
+    )

@@ -1,0 +1,50 @@
+"""``/healthz`` (the process answers) and ``/readyz`` (it can serve: the store answers and no
+background task has stopped), for load balancers and orchestrators."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import APIRouter
+from starlette.responses import JSONResponse, Response
+
+from longjobs.app import DEFAULT_TENANT
+from longjobs.http.dependencies import StateDep
+from longjobs.http.problems import PROBLEM_JSON, problem_response
+from longjobs.schemas import Problem
+
+logger = logging.getLogger("longjobs.http")
+
+router = APIRouter()
+
+_OK: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"application/json": {"example": {"status": "ok"}}}}
+}
+
+
+@router.get("/healthz", response_model=None, responses=_OK)
+async def healthz() -> Response:
+    """200 ``{"status": "ok"}`` while the process serves requests; touches nothing else."""
+    return JSONResponse({"status": "ok"})
+
+
+@router.get(
+    "/readyz",
+    response_model=None,
+    responses={**_OK, 503: {"model": Problem, "content": {PROBLEM_JSON: {}}}},
+)
+async def readyz(state: StateDep) -> Response:
+    """200 ``{"status": "ok"}`` when the job store answers a one-row listing and every
+    background task still runs; 503 problem ``/problems/not-ready`` otherwise."""
+    stopped = state.background.stopped
+    if stopped:
+        return problem_response(
+            "not-ready", "background task stopped: " + ", ".join(stopped), retry_after=5
+        )
+    try:
+        await state.app.list(tenant=DEFAULT_TENANT, limit=1)
+    except Exception as exc:  # readiness reports any failure of the store, never raises it
+        logger.warning("readiness check failed: %s", exc.__class__.__name__)
+        return problem_response("not-ready", "the job store does not answer", retry_after=1)
+    return JSONResponse({"status": "ok"})

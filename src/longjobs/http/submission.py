@@ -1,0 +1,88 @@
+"""Reading a submission: the body under a size cap, its JSON, its envelope, and ``Prefer``."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+from starlette.requests import Request
+
+from longjobs.http.problems import ProblemError, field_errors, invalid_input_detail
+from longjobs.schemas import SubmitRequest
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, or ProblemError 413 as soon as it is known to exceed ``limit`` bytes:
+    from ``Content-Length`` before reading anything, else while a chunked body streams in."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise _too_large(limit)
+    return bytes(body)
+
+
+def _too_large(limit: int) -> ProblemError:
+    return ProblemError("payload-too-large", f"the request body is over {limit} bytes")
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_json(body: bytes) -> Any:
+    """The JSON value of ``body``; ProblemError 400 ``malformed-json`` for anything that is not
+    strict JSON (NaN and Infinity included), saying where it went wrong but not echoing it."""
+    try:
+        return json.loads(body, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        detail = f"the body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+    except RecursionError:
+        detail = "the body is not acceptable JSON: it is nested too deeply"
+    except ValueError as exc:  # bad UTF-8, NaN or Infinity, an integer of too many digits
+        detail = f"the body is not valid JSON: {str(exc)[:200]}"
+    raise ProblemError("malformed-json", detail)
+
+
+def parse_submission(value: Any) -> SubmitRequest:
+    """The submission envelope; ProblemError 422 listing every field at fault under ``body``."""
+    try:
+        return SubmitRequest.model_validate(value)
+    except ValidationError as exc:
+        errors = field_errors(exc.errors(), prefix=("body",))
+        raise ProblemError("invalid-input", invalid_input_detail(errors), errors=errors) from None
+
+
+@dataclass(frozen=True, slots=True)
+class Preferences:
+    """What an RFC 7240 ``Prefer`` header asks of a submission: ``wait=N`` and ``respond-async``.
+
+    Preferences the server does not understand, or with a malformed value, are ignored, as the
+    RFC requires.
+
+    >>> Preferences.parse(["respond-async, wait=10"])
+    Preferences(wait=10, respond_async=True)
+    """
+
+    wait: int | None = None
+    respond_async: bool = False
+
+    @classmethod
+    def parse(cls, headers: list[str]) -> Preferences:
+        """The preferences of all ``Prefer`` header lines; the first ``wait`` wins."""
+        wait: int | None = None
+        respond_async = False
+        for line in headers:
+            for item in line.split(","):
+                token, _, value = item.split(";")[0].partition("=")
+                token, value = token.strip().lower(), value.strip().strip('"')
+                if token == "respond-async":
+                    respond_async = True
+                elif token == "wait" and wait is None and value.isdigit():
+                    wait = int(value)
+        return cls(wait=wait, respond_async=respond_async)
