@@ -1,0 +1,1 @@
+"""Benchmarks of longjobs on this machine: run with ``make bench`` (``python -m bench``)."""

@@ -1,0 +1,83 @@
+"""``python -m bench``: run every benchmark, print a table, write JSON under bench/results/."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sqlite3
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from bench import scenarios
+from bench.harness import ROOT, Measurement
+from bench.raw_sqlite import raw_limit
+
+RESULTS = ROOT / "bench" / "results"
+
+
+def _plan(tmp: Path, quick: bool) -> list[tuple[str, Callable[[], list[Measurement]]]]:
+    drain_jobs = 2_000 if quick else 10_000
+    many = 2_000 if quick else 10_000
+    return [
+        ("raw", lambda: raw_limit(tmp)),
+        ("drain-1", lambda: [scenarios.drain(tmp, jobs=drain_jobs, processes=1, concurrency=256)]),
+        ("drain-2", lambda: [scenarios.drain(tmp, jobs=drain_jobs, processes=2, concurrency=256)]),
+        ("io-1000", lambda: scenarios.io_bound(tmp, jobs=1_000, processes=2, concurrency=500)),
+        ("io-many", lambda: scenarios.io_bound(tmp, jobs=many, processes=1, concurrency=many)),
+        ("latency", lambda: scenarios.latency(tmp, jobs=300)),
+        ("submit", lambda: scenarios.submit(tmp, jobs=10_000)),
+        ("progress", lambda: [scenarios.progress_overhead(tmp)]),
+    ]
+
+
+def _table(results: list[Measurement]) -> Table:
+    table = Table(title="longjobs benchmarks (SQLite, this machine)")
+    for column in ("scenario", "metric", "value", "target", "met"):
+        table.add_column(column)
+    for m in results:
+        value = f"{m.value:,} {m.unit}"
+        if "p99_ms" in m.details:
+            value = f"{m.details['p50_ms']} / {m.details['p99_ms']} ms"
+        met = "" if m.met is None else ("yes" if m.met else "NO")
+        table.add_row(m.scenario, m.metric, value, m.target, met)
+    return table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--only", nargs="*", help="run only these scenarios")
+    parser.add_argument("--quick", action="store_true", help="smaller job counts")
+    options = parser.parse_args()
+    console = Console(width=150)
+    results: list[Measurement] = []
+    with tempfile.TemporaryDirectory(prefix="longjobs-bench-") as directory:
+        for name, run in _plan(Path(directory), options.quick):
+            if options.only and name not in options.only:
+                continue
+            console.print(f"[bold]running[/bold] {name} …")
+            results.extend(run())
+    console.print(_table(results))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    report = {
+        "when": stamp,
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "sqlite": sqlite3.sqlite_version, "platform": platform.platform()},
+        "results": [asdict(m) for m in results],
+    }  # fmt: skip
+    path = RESULTS / f"bench-{stamp}.json"
+    path.write_text(json.dumps(report, indent=2))
+    (RESULTS / "latest.json").write_text(json.dumps(report, indent=2))
+    console.print(f"written to {path.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,195 @@
+"""The benchmark scenarios of the foundation issue, each returning its measurements."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import httpx
+
+from bench import apps
+from bench.harness import (
+    Measurement,
+    finished_span,
+    percentile,
+    server,
+    sqlite_url,
+    wait_until_drained,
+    workers,
+)
+from longjobs import App
+from longjobs.worker import Worker
+
+MiB = 1024 * 1024
+
+
+def _app(url: str) -> App:
+    """The bench app's kinds on the database at ``url``."""
+    app = App(url)
+    app.kinds.update(apps.app.kinds)
+    return app
+
+
+async def _enqueue(url: str, kind: str, count: int) -> float:
+    """Insert ``count`` jobs in one transaction; the Unix time at which they became visible."""
+    async with _app(url) as app:
+        await app.submit_many(kind, [None] * count)
+    return time.time()
+
+
+def drain(tmp: Path, *, jobs: int, processes: int, concurrency: int) -> Measurement:
+    """Workers already running; ``jobs`` no-op jobs appear at once; time until all are done."""
+    url = sqlite_url(tmp, f"drain-{processes}")
+    with workers(url, processes, concurrency):
+        since = asyncio.run(_enqueue(url, "noop", jobs))
+        wait_until_drained(url, timeout=300)
+        seconds, completed = finished_span(url, since)
+    rate = completed / seconds
+    target = processes == 2
+    return Measurement(
+        scenario=f"drain {jobs:,} no-op jobs, {processes} worker process(es)",
+        metric="throughput",
+        value=round(rate),
+        unit="jobs/s",
+        target="≥ 10,000" if target else "",
+        met=rate >= 10_000 if target else None,
+        details={"seconds": round(seconds, 3), "completed": completed, "concurrency": concurrency},
+    )
+
+
+def io_bound(tmp: Path, *, jobs: int, processes: int, concurrency: int) -> list[Measurement]:
+    """``jobs`` jobs that each wait 2 s: makespan and the largest worker RSS."""
+    url = sqlite_url(tmp, f"sleep-{jobs}-{processes}")
+    with workers(url, processes, concurrency) as procs:
+        since = asyncio.run(_enqueue(url, "sleep2", jobs))
+        peak = wait_until_drained(url, timeout=120, sample=procs[0])
+        seconds, completed = finished_span(url, since)
+    name = f"{jobs:,} jobs x 2 s I/O wait, {processes} worker process(es)"
+    limit = 2.2 if jobs <= 1000 else 3.0
+    out = [
+        Measurement(
+            scenario=name,
+            metric="makespan",
+            value=round(seconds, 3),
+            unit="s",
+            target=f"≤ {limit}",
+            met=seconds <= limit and completed == jobs,
+            details={"completed": completed, "concurrency": concurrency},
+        )
+    ]
+    if jobs <= 1000:
+        out.append(
+            Measurement(
+                scenario=name,
+                metric="worker RSS (peak)",
+                value=round(peak / MiB, 1),
+                unit="MiB",
+                target="≤ 64",
+                met=peak <= 64 * MiB,
+            )
+        )
+    return out
+
+
+def latency(tmp: Path, *, jobs: int) -> list[Measurement]:
+    """Submit → completion seen by an HTTP client, one job at a time, against `longjobs serve`."""
+    url = sqlite_url(tmp, "latency")
+    out = []
+    with server(url) as base, httpx.Client(base_url=base) as client:
+        body = {"kind": "noop", "input": None}
+        for _ in range(30):  # warm up connections, caches and code paths
+            client.post("/v1/jobs", json=body, headers={"Prefer": "wait=5"})
+        waited = []
+        for _ in range(jobs):
+            start = time.perf_counter()
+            answer = client.post("/v1/jobs", json=body, headers={"Prefer": "wait=5"})
+            waited.append(time.perf_counter() - start)
+            if answer.status_code != 200 or answer.json()["status"] != "completed":
+                raise RuntimeError(f"unexpected answer {answer.status_code}: {answer.text}")
+        polled = []
+        for _ in range(jobs):
+            start = time.perf_counter()
+            job = client.post("/v1/jobs", json=body).json()
+            while job["status"] != "completed":
+                job = client.get(f"/v1/jobs/{job['id']}", params={"wait": 5}).json()
+            polled.append(time.perf_counter() - start)
+    for label, samples in (("POST with Prefer: wait", waited), ("POST, then GET ?wait=", polled)):
+        p50, p99 = percentile(samples, 50) * 1000, percentile(samples, 99) * 1000
+        out.append(
+            Measurement(
+                scenario=f"submit → completion seen by the client, {jobs} sequential ({label})",
+                metric="p50 / p99",
+                value=round(p50, 3),
+                unit="ms",
+                target="p50 ≤ 1.5, p99 ≤ 3",
+                met=p50 <= 1.5 and p99 <= 3.0,
+                details={"p50_ms": round(p50, 3), "p99_ms": round(p99, 3)},
+            )
+        )
+    return out
+
+
+async def _submit_rates(url: str, jobs: int) -> tuple[float, float]:
+    async with _app(url) as app:
+        start = time.perf_counter()
+        for _ in range(jobs):
+            await app.submit("noop")
+        sequential = jobs / (time.perf_counter() - start)
+        start = time.perf_counter()
+        await asyncio.gather(*(app.submit("noop") for _ in range(jobs)))
+        concurrent = jobs / (time.perf_counter() - start)
+    return sequential, concurrent
+
+
+def submit(tmp: Path, *, jobs: int) -> list[Measurement]:
+    """In-process ``app.submit``: one call per job, awaited one by one and all at once."""
+    sequential, concurrent = asyncio.run(_submit_rates(sqlite_url(tmp, "submit"), jobs))
+    return [
+        Measurement(
+            scenario=f"in-process submit of {jobs:,} jobs, one call each, concurrent",
+            metric="rate",
+            value=round(concurrent),
+            unit="jobs/s",
+            target="≥ 10,000",
+            met=concurrent >= 10_000,
+        ),
+        Measurement(
+            scenario=f"in-process submit of {jobs:,} jobs, one call each, awaited in turn",
+            metric="rate",
+            value=round(sequential),
+            unit="jobs/s",
+            details={"note": "each call waits for its own commit"},
+        ),
+    ]
+
+
+async def _handler_seconds(url: str) -> tuple[float, float]:
+    async with _app(url) as app:
+        worker = Worker(app, concurrency=1)
+        task = asyncio.create_task(worker.run())
+        durations = []
+        for kind in ("batch_without_progress", "batch_with_progress"):
+            job = await app.submit(kind)
+            job = await app.wait(job.id, timeout=120)
+            if job.started_at is None or job.finished_at is None:
+                raise RuntimeError(f"{kind} did not finish: {job.status}")
+            durations.append((job.finished_at - job.started_at).total_seconds())
+        worker.stop()
+        await task
+    return durations[0], durations[1]
+
+
+def progress_overhead(tmp: Path) -> Measurement:
+    """A handler reporting progress after each of 1,000,000 items vs the same loop silent."""
+    silent, chatty = asyncio.run(_handler_seconds(sqlite_url(tmp, "progress")))
+    ratio = chatty / silent
+    return Measurement(
+        scenario=f"{apps.ITEMS:,} ctx.progress calls in a batch loop",
+        metric="time with / without",
+        value=round(ratio, 2),
+        unit="x",
+        target="< 2",
+        met=ratio < 2,
+        details={"with_s": round(chatty, 3), "without_s": round(silent, 3)},
+    )
