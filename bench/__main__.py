@@ -33,6 +33,7 @@ def _plan(tmp: Path, quick: bool) -> list[tuple[str, Callable[[], list[Measureme
         ("io-1000", lambda: scenarios.io_bound(tmp, jobs=1_000, processes=2, concurrency=500)),
         ("io-many", lambda: scenarios.io_bound(tmp, jobs=many, processes=1, concurrency=many)),
         ("latency", lambda: scenarios.latency(tmp, jobs=300)),
+        ("latency-app", lambda: [scenarios.latency_in_process(tmp, jobs=300)]),
         ("submit", lambda: scenarios.submit(tmp, jobs=10_000)),
         ("progress", lambda: [scenarios.progress_overhead(tmp)]),
     ]

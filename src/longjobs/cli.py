@@ -72,8 +72,22 @@ def _is_loopback(host: str) -> bool:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="longjobs")
-def main() -> None:
+def cli() -> None:
     """Durable background jobs for long AI operations."""
+
+
+def main(args: list[str] | None = None) -> None:
+    """The ``longjobs`` entry point: a usage error is one line on stderr and exit code 2."""
+    try:
+        cli.main(args=args, prog_name="longjobs", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        click.echo(exc.ctx.get_help() if exc.ctx else str(exc), err=True)
+        raise SystemExit(2) from None
+    except click.ClickException as exc:
+        click.echo(f"longjobs: {exc.format_message()}", err=True)
+        raise SystemExit(exc.exit_code) from None
+    except click.exceptions.Abort:
+        raise SystemExit(130) from None
 
 
 app_argument = click.argument("app_path", metavar="APP")
@@ -96,7 +110,7 @@ log_level_option = click.option(
 )
 
 
-@main.command()
+@cli.command()
 @app_argument
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
@@ -135,6 +149,42 @@ def serve(
         _fail(f"cannot serve on {host}:{port}: {exc.strerror or exc}")
 
 
+class _Server:
+    """uvicorn's server, with our own signal handling: SIGTERM or Ctrl-C starts a graceful
+    shutdown (a second one forces it) and the process then exits 0, where uvicorn would re-raise
+    the signal and die by it."""
+
+    def __init__(self, config: Any) -> None:
+        import uvicorn
+
+        class Server(uvicorn.Server):
+            @contextlib.contextmanager
+            def capture_signals(self) -> Any:
+                loop = asyncio.get_running_loop()
+
+                def on_signal() -> None:
+                    if self.should_exit:
+                        self.force_exit = True
+                    self.should_exit = True
+
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.add_signal_handler(sig, on_signal)
+                try:
+                    yield
+                finally:
+                    for sig in (signal.SIGTERM, signal.SIGINT):
+                        loop.remove_signal_handler(sig)
+
+        self.server = Server(config)
+
+    @property
+    def started(self) -> bool:
+        return bool(self.server.started)
+
+    async def serve(self) -> None:
+        await self.server.serve()
+
+
 async def _serve(
     app: App, host: str, port: int, with_worker: bool, concurrency: int | None, log_level: str
 ) -> None:
@@ -167,7 +217,7 @@ async def _serve(
         timeout_graceful_shutdown=5,
         access_log=log_level == "debug",
     )
-    server = uvicorn.Server(config)
+    server = _Server(config)
     await app.open()  # fail fast, with one line, on a bad database URL or schema
     log.info(
         "longjobs serving %s on http://%s:%d (%s)",
@@ -181,7 +231,7 @@ async def _serve(
         raise SystemExit(1)
 
 
-@main.command()
+@cli.command()
 @app_argument
 @concurrency_option
 @database_option

@@ -26,10 +26,11 @@ import os
 import random
 import secrets
 import socket
+import threading
+import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from longjobs.app import App, JobKind
 from longjobs.backends.base import Backend, Cancelled, Completed, Failed, Finish, Outcome
@@ -40,6 +41,7 @@ from longjobs.models import Job, JobError
 from longjobs.settings import Settings
 
 log = logging.getLogger("longjobs.worker")
+T = TypeVar("T")
 
 _MESSAGE_LIMIT = 2000
 _IDLE_CLAIM_SECONDS = 1.0  # delayed jobs and retries become due without a notification
@@ -57,6 +59,7 @@ class _Running:
     finishing: bool = False
     stop_reason: str | None = None
     watchdog: asyncio.Task[None] | None = field(default=None)
+    timer: asyncio.TimerHandle | None = None
 
 
 def error_from_exception(exc: BaseException) -> JobError:
@@ -92,7 +95,6 @@ class Worker:
         self.running: dict[str, _Running] = {}
         self._stopping = asyncio.Event()
         self._slot_freed = asyncio.Event()
-        self._threads: ThreadPoolExecutor | None = None
         self._backend: Backend | None = None
         self._finishes: Batcher[Finish, bool] = Batcher(self._finish_batch)
 
@@ -129,8 +131,6 @@ class Worker:
             for helper in helpers:
                 helper.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
-            if self._threads is not None:
-                self._threads.shutdown(wait=False, cancel_futures=True)
             log.info("worker %s stopped", self.id)
 
     # -- claiming ------------------------------------------------------------------------
@@ -166,12 +166,17 @@ class Worker:
                 future.cancel()
 
     def _start(self, job: Job) -> None:
+        previous = self.running.get(job.id)
+        if previous is not None:  # an older attempt of ours, whose lease was reclaimed
+            self._interrupt_entry(previous, "lease_lost")
         timeout = job.timeout_seconds
-        started = job.started_at.timestamp() if job.started_at else None
-        deadline = started + timeout if started is not None and timeout else None
+        deadline = time.time() + timeout if timeout else None
         entry = _Running(job=job, ctx=Context(job, deadline_ts=deadline))
         self.running[job.id] = entry
         entry.task = asyncio.create_task(self._run_job(entry), name=f"longjobs:{job.id}")
+        if timeout:
+            loop = asyncio.get_running_loop()
+            entry.timer = loop.call_later(timeout, self._interrupt_entry, entry, "timeout")
 
     # -- running one job -----------------------------------------------------------------
     async def _run_job(self, entry: _Running) -> None:
@@ -183,12 +188,26 @@ class Worker:
                 outcome: Outcome | None = Failed(error)
             else:
                 outcome = await self._outcome_of(kind, entry)
-            if outcome is not None:
+            if outcome is not None and not entry.finishing:
                 await self._finish(entry, outcome)
+            elif outcome is None and entry.stop_reason == "shutdown":
+                await self._save_reports(entry)
         finally:
-            if self.running.get(job.id) is entry:
-                del self.running[job.id]
+            if entry.timer is not None:
+                entry.timer.cancel()
+            self._forget(entry)
+
+    def _forget(self, entry: _Running) -> None:
+        if self.running.get(entry.job.id) is entry:
+            del self.running[entry.job.id]
             self._slot_freed.set()
+
+    async def _save_reports(self, entry: _Running) -> None:
+        """Keep what an interrupted handler reported last (its checkpoint above all)."""
+        update = entry.ctx.take_update()
+        if update is not None:
+            with contextlib.suppress(StorageUnavailable):
+                await self.backend.append_events(self.id, [update])
 
     async def _outcome_of(self, kind: JobKind, entry: _Running) -> Outcome | None:
         job, ctx = entry.job, entry.ctx
@@ -196,43 +215,22 @@ class Worker:
             value = kind.load_input(job.input)
         except Exception as exc:
             return Failed(JobError(type="invalid_input", message=str(exc)[:_MESSAGE_LIMIT]))
+        token = ctx.bind()
         try:
-            result = await self._call_with_deadline(kind, ctx, value, job.timeout_seconds)
+            result = await self._call(kind, ctx, value)
+            if entry.stop_reason == "timeout":  # it swallowed the cancellation: still too late
+                return self._timed_out(kind, job)
             return Completed(kind.dump_result(result))
         except asyncio.CancelledError:
             if entry.stop_reason == "cancel":
                 return Cancelled()
+            if entry.stop_reason == "timeout":
+                return self._timed_out(kind, job)
             if entry.stop_reason is None:
                 raise
             return None  # lease lost or shutting down: not ours to record
-        except TimeoutError:
-            if entry.stop_reason != "timeout":
-                return self._failure(kind, job, TimeoutError("operation timed out"))
-            seconds = job.timeout_seconds
-            error = RetryableError(
-                f"the attempt exceeded its {seconds:g} s timeout", type="timeout"
-            )
-            return self._failure(kind, job, error)
         except Exception as exc:
             return self._failure(kind, job, exc)
-
-    async def _call_with_deadline(
-        self, kind: JobKind, ctx: Context, value: Any, timeout: float | None
-    ) -> Any:
-        token = ctx.bind()
-        try:
-            if timeout is None:
-                return await self._call(kind, ctx, value)
-            try:
-                async with asyncio.timeout(timeout) as scope:
-                    return await self._call(kind, ctx, value)
-            except TimeoutError:
-                if scope.expired():
-                    entry = self.running.get(ctx.job_id)
-                    if entry is not None and entry.stop_reason is None:
-                        entry.stop_reason = "timeout"
-                    await self._run_cancel_callbacks(ctx, "timeout")
-                raise
         finally:
             Context.unbind(token)
 
@@ -240,10 +238,12 @@ class Worker:
         args = (ctx,) if kind.input_adapter is None else (ctx, value)
         if kind.is_async:
             return await kind.handler(*args)
-        if self._threads is None:
-            self._threads = ThreadPoolExecutor(self.concurrency, "longjobs-handler")
-        call = functools.partial(contextvars.copy_context().run, kind.handler, *args)
-        return await asyncio.get_running_loop().run_in_executor(self._threads, call)
+        return await _run_in_thread(kind.handler, *args, name=f"longjobs:{ctx.job_id}")
+
+    def _timed_out(self, kind: JobKind, job: Job) -> Failed:
+        seconds = job.timeout_seconds or 0.0
+        error = RetryableError(f"the attempt exceeded its {seconds:g} s timeout", type="timeout")
+        return self._failure(kind, job, error)
 
     @staticmethod
     def _failure(kind: JobKind, job: Job, exc: BaseException) -> Failed:
@@ -275,34 +275,42 @@ class Worker:
             return
         log.error("giving up recording %s: its lease will expire and it will rerun", entry.job.id)
 
-    # -- cancellation and lost leases ----------------------------------------------------
+    # -- cancellation, timeouts and lost leases -------------------------------------------
     def _interrupt(self, job_id: str, reason: str) -> None:
         entry = self.running.get(job_id)
-        if entry is None or entry.finishing or entry.stop_reason is not None:
+        if entry is not None:
+            self._interrupt_entry(entry, reason)
+
+    def _interrupt_entry(self, entry: _Running, reason: str) -> None:
+        """Stop a handler: ``cancel`` (asked to), ``timeout``, ``lease_lost``, ``shutdown``."""
+        if entry.finishing or entry.stop_reason is not None:
             return
         entry.stop_reason = reason
         if reason == "lease_lost":
-            log.warning("lease_lost: %s attempt %d is stopped", job_id, entry.job.attempt)
+            log.warning("lease_lost: %s attempt %d is stopped", entry.job.id, entry.job.attempt)
         entry.watchdog = asyncio.create_task(self._stop_handler(entry, reason))
 
     async def _stop_handler(self, entry: _Running, reason: str) -> None:
+        """Run the cancel callbacks, cancel the task, and when it ignores that for
+        ``cancel_grace`` seconds, record the outcome without it and free its slot."""
         await self._run_cancel_callbacks(entry.ctx, reason)
         task = entry.task
         if task is None or task.done():
             return
         task.cancel()
         done, _ = await asyncio.wait([task], timeout=self.settings.cancel_grace)
-        if done or reason != "cancel":
+        if done or reason not in ("cancel", "timeout") or entry.finishing:
             return
         log.warning(
-            "%s ignored cancellation for %ss; recording it cancelled",
+            "%s ignored its %s for %ss; recording it without waiting",
             entry.job.id,
+            reason,
             self.settings.cancel_grace,
         )
-        await self._finish(entry, Cancelled())
-        if self.running.get(entry.job.id) is entry:
-            del self.running[entry.job.id]
-            self._slot_freed.set()
+        kind = self.app.kinds[entry.job.kind]
+        outcome = Cancelled() if reason == "cancel" else self._timed_out(kind, entry.job)
+        await self._finish(entry, outcome)
+        self._forget(entry)
 
     @staticmethod
     async def _run_cancel_callbacks(ctx: Context, reason: str) -> None:
@@ -395,6 +403,31 @@ class Worker:
         with contextlib.suppress(StorageUnavailable):
             released = await self.backend.release_jobs(self.id, held)
             log.info("released %d job(s) for other workers", released)
+
+
+async def _run_in_thread(fn: Callable[..., T], *args: Any, name: str) -> T:
+    """Run a sync handler in a thread of its own, with this task's contextvars.
+
+    Not a pool: a handler that overran its timeout or ignored a cancel keeps its thread (Python
+    cannot stop a thread) but must not hold up the next jobs."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+    context = contextvars.copy_context()
+
+    def settle(outcome: Callable[[], None]) -> None:
+        if not future.done():
+            outcome()
+
+    def target() -> None:
+        try:
+            result = context.run(fn, *args)
+        except BaseException as exc:
+            loop.call_soon_threadsafe(settle, functools.partial(future.set_exception, exc))
+        else:
+            loop.call_soon_threadsafe(settle, functools.partial(future.set_result, result))
+
+    threading.Thread(target=target, name=name, daemon=True).start()
+    return await future
 
 
 async def run_worker(

@@ -39,7 +39,12 @@ from longjobs.backends.rows import (
 )
 from longjobs.backends.settle import settle
 from longjobs.backends.sqlite_db import Checkpointer, Readers, Tx, Writer, connect
-from longjobs.errors import ConfigurationError, IdempotencyConflict, SchemaVersionError
+from longjobs.errors import (
+    ConfigurationError,
+    IdempotencyConflict,
+    SchemaVersionError,
+    StorageUnavailable,
+)
 from longjobs.models import Event, Job, JobError, Page, Status
 from longjobs.settings import Settings
 
@@ -100,7 +105,10 @@ class SQLiteBackend:
 
     # -- lifecycle -----------------------------------------------------------------------
     async def open(self) -> None:
-        await asyncio.to_thread(self._create_schema)
+        try:
+            await asyncio.to_thread(self._create_schema)
+        except sqlite3.Error as exc:
+            raise StorageUnavailable(f"cannot open SQLite database {self.path}: {exc}") from None
         loop = asyncio.get_running_loop()
 
         def on_foreign_commit() -> None:

@@ -11,6 +11,6 @@ from starlette.requests import HTTPConnection
 from longjobs.app import DEFAULT_TENANT
 
 
-def tenant_of(connection: HTTPConnection) -> str:
+async def tenant_of(connection: HTTPConnection) -> str:
     """The tenant of the request (or WebSocket): always ``"default"`` in open mode."""
     return DEFAULT_TENANT

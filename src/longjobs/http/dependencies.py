@@ -32,17 +32,25 @@ def state_of(connection: HTTPConnection) -> APIState:
     return state
 
 
-def app_of(connection: HTTPConnection) -> App:
+# The dependencies are coroutines on purpose: FastAPI runs a plain ``def`` dependency in a
+# thread pool, a thread hop per dependency per request.
+
+
+async def state_dep(connection: HTTPConnection) -> APIState:
+    return state_of(connection)
+
+
+async def app_of(connection: HTTPConnection) -> App:
     """The App whose jobs the API serves."""
     return state_of(connection).app
 
 
-def settings_of(connection: HTTPConnection) -> Settings:
+async def settings_of(connection: HTTPConnection) -> Settings:
     """The API's settings (body limit, wait cap, inline result size)."""
     return state_of(connection).settings
 
 
 AppDep = Annotated[App, Depends(app_of)]
 SettingsDep = Annotated[Settings, Depends(settings_of)]
-StateDep = Annotated[APIState, Depends(state_of)]
+StateDep = Annotated[APIState, Depends(state_dep)]
 TenantDep = Annotated[str, Depends(tenant_of)]
