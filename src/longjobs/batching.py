@@ -27,7 +27,7 @@ class Batcher(Generic[T, R]):
         self._pending.append((item, future))
         if self._task is None:
             self._task = asyncio.create_task(self._drain())
-        return await asyncio.shield(future)
+        return await future
 
     async def _drain(self) -> None:
         try:

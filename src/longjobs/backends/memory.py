@@ -264,8 +264,11 @@ class MemoryBackend:
         for job_id in job_ids:
             rec = self._jobs.get(job_id)
             if rec is not None and rec.holds(worker):
-                rec.status, rec.attempt, rec.run_at = Status.PENDING, rec.attempt - 1, self.now()
+                rec.attempt, rec.run_at = rec.attempt - 1, self.now()
                 rec.lease_owner = rec.lease_until = None
+                rec.status = Status.CANCELLED if rec.cancel_requested else Status.PENDING
+                if rec.cancel_requested:
+                    rec.finished_at = rec.run_at
                 self._status(rec, reason="released")
                 released += 1
         self.notifier.fire([WORK])

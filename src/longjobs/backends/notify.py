@@ -47,10 +47,10 @@ class Watch:
         future = self._future
         if future is None or (timeout <= 0 and not future.done()):
             return None
-        try:
-            return await asyncio.wait_for(asyncio.shield(future), timeout)
-        except TimeoutError:
-            return None
+        # Not wait_for: on Python 3.11 it can swallow a cancellation that arrives in the step
+        # its future completes (CPython gh-86296), and then a worker would never stop.
+        done, _ = await asyncio.wait({future}, timeout=timeout)
+        return future.result() if done else None
 
     def close(self) -> None:
         if self._future is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -46,39 +46,90 @@ def _dt_required(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
 
 
-def job_from_row(row: Row, result_body: bytes | None = None) -> Job:
-    """A Job from a ``jobs`` row (column names as in the schema); values are trusted."""
-    error = row["error"]
+JOB_COLUMNS = [
+    "num",
+    "id",
+    "tenant",
+    "kind",
+    "status",
+    "input",
+    "result",
+    "result_size",
+    "error",
+    "progress",
+    "stage",
+    "message",
+    "eta_seconds",
+    "cancel_requested",
+    "attempt",
+    "max_attempts",
+    "priority",
+    "timeout_seconds",
+    "result_ttl_seconds",
+    "metadata",
+    "input_tokens",
+    "output_tokens",
+    "checkpoint",
+    "idempotency_key",
+    "created_at",
+    "run_at",
+    "started_at",
+    "finished_at",
+    "expires_at",
+    "lease_owner",
+    "last_seq",
+]
+"""The columns, in order, of every query that reads whole jobs (``$job_columns`` in SQL)."""
+JOB_SELECT = ", ".join(JOB_COLUMNS)
+NUM, ID, ATTEMPT, LAST_SEQ = (JOB_COLUMNS.index(c) for c in ("num", "id", "attempt", "last_seq"))
+_NO_USAGE = Usage()
+_STATUSES = {s.value: s for s in Status}
+
+
+def job_from_row(row: Sequence[Any], *, with_result: bool = True) -> Job:
+    """A Job from a row of ``JOB_COLUMNS`` (a plain tuple: by position is the fast way)."""
+    (
+        _num, job_id, tenant, kind, status, input_text, result, result_size, error, progress,
+        stage, message, eta_seconds, cancel_requested, attempt, max_attempts, priority,
+        timeout_seconds, result_ttl_seconds, metadata, input_tokens, output_tokens, checkpoint,
+        idempotency_key, created_at, run_at, started_at, finished_at, expires_at, lease_owner,
+        last_seq,
+    ) = row  # fmt: skip
+    usage = (
+        Usage(input_tokens=input_tokens, output_tokens=output_tokens)
+        if input_tokens or output_tokens
+        else _NO_USAGE
+    )
     return Job(
-        id=row["id"],
-        tenant=row["tenant"],
-        kind=row["kind"],
-        status=Status(row["status"]),
-        input=loads(row["input"]),
-        result=None if result_body is None else loads(result_body),
-        result_size=row["result_size"],
+        id=job_id,
+        tenant=tenant,
+        kind=kind,
+        status=_STATUSES[status],
+        input=loads(input_text),
+        result=None if result is None or not with_result else loads(result),
+        result_size=result_size,
         error=None if error is None else JobError.model_validate_json(error),
-        progress=row["progress"],
-        stage=row["stage"],
-        message=row["message"],
-        eta_seconds=row["eta_seconds"],
-        cancel_requested=bool(row["cancel_requested"]),
-        attempt=row["attempt"],
-        max_attempts=row["max_attempts"],
-        priority=row["priority"],
-        timeout_seconds=row["timeout_seconds"],
-        result_ttl_seconds=row["result_ttl_seconds"],
-        metadata=loads(row["metadata"]),
-        usage=Usage(input_tokens=row["input_tokens"], output_tokens=row["output_tokens"]),
-        checkpoint=loads_or_none(row["checkpoint"]),
-        idempotency_key=row["idempotency_key"],
-        created_at=_dt_required(row["created_at"]),
-        run_at=_dt(row["run_at"]),
-        started_at=_dt(row["started_at"]),
-        finished_at=_dt(row["finished_at"]),
-        expires_at=_dt(row["expires_at"]),
-        lease_owner=row["lease_owner"],
-        last_sequence_number=row["last_seq"],
+        progress=progress,
+        stage=stage,
+        message=message,
+        eta_seconds=eta_seconds,
+        cancel_requested=bool(cancel_requested),
+        attempt=attempt,
+        max_attempts=max_attempts,
+        priority=priority,
+        timeout_seconds=timeout_seconds,
+        result_ttl_seconds=result_ttl_seconds,
+        metadata=loads(metadata),
+        usage=usage,
+        checkpoint=loads_or_none(checkpoint),
+        idempotency_key=idempotency_key,
+        created_at=_dt_required(created_at),
+        run_at=_dt(run_at),
+        started_at=_dt(started_at),
+        finished_at=_dt(finished_at),
+        expires_at=_dt(expires_at),
+        lease_owner=lease_owner,
+        last_sequence_number=last_seq,
     )
 
 

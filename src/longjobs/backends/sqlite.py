@@ -29,6 +29,11 @@ from longjobs.backends.base import (
 from longjobs.backends.notify import ANY_JOB, WORK, Notifier, Wake, Watch, cancel_key, job_key
 from longjobs.backends.queries import load_queries
 from longjobs.backends.rows import (
+    ATTEMPT,
+    ID,
+    JOB_SELECT,
+    LAST_SEQ,
+    NUM,
     decode_cursor,
     dumps,
     encode_cursor,
@@ -48,9 +53,10 @@ from longjobs.errors import (
 from longjobs.models import Event, Job, JobError, Page, Status
 from longjobs.settings import Settings
 
-Q = load_queries("sqlite")
+Q = {name: sql.replace("$job_columns", JOB_SELECT) for name, sql in load_queries("sqlite").items()}
 SCHEMA_VERSION = 1
 _PENDING_EVENT = status_event(Status.PENDING, 0)
+_DUE_CHECK_SECONDS = 0.25  # how late a delayed job or a retry may start on an idle worker
 
 
 def _statements(script: str) -> list[str]:
@@ -82,6 +88,14 @@ def parse_sqlite_url(url: str) -> tuple[str, str]:
     if synchronous not in _SYNCHRONOUS:
         raise ConfigurationError(f"synchronous must be one of {sorted(_SYNCHRONOUS)}")
     return path, synchronous
+
+
+def _job_rows(conn: sqlite3.Connection, sql: str, params: Any) -> list[tuple[Any, ...]]:
+    """Rows of ``JOB_COLUMNS`` as plain tuples (sqlite3.Row looks names up one by one)."""
+    cursor = conn.cursor()
+    cursor.row_factory = None
+    rows: list[tuple[Any, ...]] = cursor.execute(sql, params).fetchall()
+    return rows
 
 
 def _insert_status(tx: Tx, job: tuple[int, str], seq: int, data: dict[str, Any]) -> None:
@@ -179,15 +193,14 @@ class SQLiteBackend:
 
     def _create(self, tx: Tx, new: NewJob) -> tuple[Job, bool]:
         if new.idempotency_key is not None:
-            row = tx.conn.execute(
-                Q["find_idempotent"], (new.tenant, new.idempotency_key)
-            ).fetchone()
-            if row is not None:
-                if row["request_hash"] != new.request_hash or row["kind"] != new.kind:
+            rows = _job_rows(tx.conn, Q["find_idempotent"], (new.tenant, new.idempotency_key))
+            if rows:
+                found = tx.conn.execute(Q["request_hash"], (rows[0][NUM],)).fetchone()
+                if found["request_hash"] != new.request_hash or found["kind"] != new.kind:
                     raise IdempotencyConflict(
                         "this Idempotency-Key was already used with a different request"
                     )
-                return job_from_row(row), False
+                return job_from_row(rows[0]), False
         num = tx.conn.execute(
             Q["insert_job"],
             {
@@ -221,18 +234,13 @@ class SQLiteBackend:
         return [job_from_row(r) for r in rows]  # outside the transaction: the lock is shared
 
     @staticmethod
-    def _claim(tx: Tx, params: dict[str, Any], limit: int) -> list[sqlite3.Row]:
-        rows = tx.conn.execute(
-            Q["claim_jobs"], {**params, "now": tx.now, "limit": limit}
-        ).fetchall()
+    def _claim(tx: Tx, params: dict[str, Any], limit: int) -> list[tuple[Any, ...]]:
+        rows = _job_rows(tx.conn, Q["claim_jobs"], {**params, "now": tx.now, "limit": limit})
         tx.conn.executemany(
             Q["insert_event"],
-            [
-                (r["num"], r["last_seq"], "status", tx.now, _running_event(r["attempt"]))
-                for r in rows
-            ],
+            [(r[NUM], r[LAST_SEQ], "status", tx.now, _running_event(r[ATTEMPT])) for r in rows],
         )
-        tx.notes.update(job_key(r["id"]) for r in rows)
+        tx.notes.update(job_key(r[ID]) for r in rows)
         return rows
 
     async def heartbeat(self, worker: str, lease_seconds: float) -> Heartbeat:
@@ -349,7 +357,7 @@ class SQLiteBackend:
                     Q["release_job"], {"id": job_id, "worker": worker, "now": tx.now}
                 ).fetchone()
                 if row is not None:
-                    data = status_event(Status.PENDING, row["attempt"], reason="released")
+                    data = status_event(row["status"], row["attempt"], reason="released")
                     _insert_status(tx, (row["num"], job_id), row["last_seq"], data)
                     released += 1
             tx.notes.add(WORK)
@@ -371,8 +379,8 @@ class SQLiteBackend:
                     data = status_event(Status.RUNNING, row["attempt"], cancel_requested=True)
                     _insert_status(tx, (row["num"], job_id), row["last_seq"], data)
                     tx.notes.add(cancel_key(row["lease_owner"]))
-            found = tx.conn.execute(Q["get_job"], (job_id, tenant)).fetchone()
-            return None if found is None else job_from_row(found)
+            found = _job_rows(tx.conn, Q["get_job"], (job_id, tenant))
+            return job_from_row(found[0]) if found else None
 
         return await self.writer.run(op)
 
@@ -390,10 +398,8 @@ class SQLiteBackend:
 
     async def get_job(self, tenant: str, job_id: str, *, with_result: bool = True) -> Job | None:
         def op(conn: sqlite3.Connection) -> Job | None:
-            row = conn.execute(Q["get_job"], (job_id, tenant)).fetchone()
-            if row is None:
-                return None
-            return job_from_row(row, row["result"] if with_result else None)
+            rows = _job_rows(conn, Q["get_job"], (job_id, tenant))
+            return job_from_row(rows[0], with_result=with_result) if rows else None
 
         return await self.readers.run_point(op)
 
@@ -418,16 +424,17 @@ class SQLiteBackend:
             clauses.append("num < ?")
             params.append(decode_cursor(cursor))
         sql = (
-            f"SELECT * FROM jobs WHERE {' AND '.join(clauses)} "
+            f"SELECT {JOB_SELECT} FROM jobs WHERE {' AND '.join(clauses)} "
             f"ORDER BY num DESC LIMIT {max(0, int(limit)) + 1}"
         )
 
         def op(conn: sqlite3.Connection) -> Page:
-            rows = conn.execute(sql, params).fetchall()
+            rows = _job_rows(conn, sql, params)
             more = len(rows) > limit
             rows = rows[:limit]
-            next_cursor = encode_cursor(rows[-1]["num"]) if more and rows else None
-            return Page(data=[job_from_row(r) for r in rows], next_cursor=next_cursor)
+            next_cursor = encode_cursor(rows[-1][NUM]) if more and rows else None
+            data = [job_from_row(r, with_result=False) for r in rows]
+            return Page(data=data, next_cursor=next_cursor)
 
         return await self.readers.run(op)
 
@@ -532,12 +539,13 @@ class _DueWorkWatch:
     async def wait(self, timeout: float) -> Wake | None:
         deadline = time.monotonic() + timeout
         while (remaining := deadline - time.monotonic()) > 0:
-            woken = await self._watch.wait(remaining)
-            if woken != "external":
+            woken = await self._watch.wait(min(remaining, _DUE_CHECK_SECONDS))
+            if woken == "local":
                 return woken
+            # Another process wrote, or a delayed job or a retry may have come due: check.
             self._watch.rearm()
             if await self._backend.has_due_work(self._kinds_json):
-                return woken
+                return woken or "external"
         return None
 
     def close(self) -> None:

@@ -73,7 +73,10 @@ RETURNING num
 INSERT INTO events (job_num, seq, type, at, data) VALUES (?, ?, ?, ?, ?)
 
 -- name: find_idempotent
-SELECT * FROM jobs WHERE tenant = ? AND idempotency_key = ?
+SELECT $job_columns FROM jobs WHERE tenant = ? AND idempotency_key = ?
+
+-- name: request_hash
+SELECT kind, request_hash FROM jobs WHERE num = ?
 
 -- name: claim_jobs
 UPDATE jobs
@@ -85,7 +88,7 @@ WHERE id IN (
     ORDER BY priority DESC, run_at, num
     LIMIT :limit
 )
-RETURNING *
+RETURNING $job_columns
 
 -- name: extend_leases
 UPDATE jobs SET lease_until = :now + :lease
@@ -126,10 +129,12 @@ INSERT OR REPLACE INTO results (job_num, content_type, body) VALUES (?, ?, ?)
 
 -- name: release_job
 UPDATE jobs
-SET status = 'pending', attempt = attempt - 1, run_at = :now, lease_owner = NULL,
+SET status = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'pending' END,
+    finished_at = CASE WHEN cancel_requested THEN :now END,
+    attempt = attempt - 1, run_at = :now, lease_owner = NULL,
     lease_until = NULL, last_seq = last_seq + 1, updated_at = :now
 WHERE id = :id AND lease_owner = :worker AND status = 'running'
-RETURNING num, last_seq, attempt
+RETURNING num, last_seq, attempt, status
 
 -- name: cancel_pending
 UPDATE jobs
@@ -174,7 +179,7 @@ DELETE FROM events WHERE job_num = ?
 DELETE FROM results WHERE job_num = ?
 
 -- name: get_job
-SELECT * FROM jobs WHERE id = ? AND tenant = ?
+SELECT $job_columns FROM jobs WHERE id = ? AND tenant = ?
 
 -- name: get_result
 SELECT coalesce(jobs.result, results.body) AS body,
