@@ -72,9 +72,11 @@ class Context:
         "_progress",
         "_progress_base",
         "_progress_dirty",
+        "_progress_placed",
         "_started",
         "_stopping",
         "_usage_dirty",
+        "_usage_placed",
         "cancel_reason",
         "deadline_ts",
         "eta_seconds",
@@ -103,7 +105,9 @@ class Context:
         self._output_data: tuple[JSON] | None = None
         self._dirty = False
         self._progress_dirty = False
+        self._progress_placed = False
         self._usage_dirty = False
+        self._usage_placed = False
         self._lock = threading.Lock()
         self._stopping = False
         self._cancel_callbacks: list[CancelCallback] = []
@@ -169,6 +173,7 @@ class Context:
     def log(self, message: str, *, level: str = "info", **fields: JSON) -> Awaitable[None]:
         """Append a log line to the job's event log (every line is kept)."""
         with self._lock:
+            self._place_coalesced()  # what was reported before this line comes before it
             self._events.append(("log", {"level": level, "message": message, **fields}))
         self._dirty = True
         return _DONE
@@ -225,34 +230,49 @@ class Context:
         _current.reset(token)
 
     def take_update(self) -> JobUpdate | None:
-        """What changed since the last call, as one coalesced update (None when nothing did)."""
+        """What changed since the last call, as one coalesced update (None when nothing did).
+
+        Events keep the order of the calls that made them, except that the progress, output
+        and usage reported between two log lines come out as (at most) one event each.
+        """
         if not self._dirty:
             return None
         self._dirty = False
         update = JobUpdate(job_id=self.job.id, attempt=self.job.attempt)
         with self._lock:
+            self._place_coalesced()
             events, self._events = self._events, []
-            delta, self._output_delta = self._output_delta, []
-            data, self._output_data = self._output_data, None
             if self._checkpoint_dirty and self._checkpoint is not None:
                 self._checkpoint_dirty = False
                 update.checkpoint, update.has_checkpoint = self._checkpoint[0], True
-        if self._progress_dirty:
-            self._progress_dirty = False
-            update.progress, update.stage, update.message = self._progress, self.stage, self.message
-            update.eta_seconds = self.eta_seconds = self._estimate_eta()
-            events.append(("progress", self._progress_event()))
-        if delta:
-            events.append(("output", {"delta": "".join(delta)}))
-        if data is not None:
-            events.append(("output", {"data": data[0]}))
-        if self._usage_dirty:
-            self._usage_dirty = False
-            update.input_tokens, update.output_tokens = self.input_tokens, self.output_tokens
-            usage = {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens}
-            events.append(("usage", usage))
+            if self._progress_placed:
+                self._progress_placed = False
+                update.progress, update.stage = self._progress, self.stage
+                update.message, update.eta_seconds = self.message, self.eta_seconds
+            if self._usage_placed:
+                self._usage_placed = False
+                update.input_tokens, update.output_tokens = self.input_tokens, self.output_tokens
         update.events = events
         return update
+
+    def _place_coalesced(self) -> None:
+        """Turn the pending progress, output and usage into events, in that order (lock held)."""
+        if self._progress_dirty:
+            self._progress_dirty = False
+            self._progress_placed = True
+            self.eta_seconds = self._estimate_eta()
+            self._events.append(("progress", self._progress_event()))
+        if self._output_delta:
+            self._events.append(("output", {"delta": "".join(self._output_delta)}))
+            self._output_delta = []
+        if self._output_data is not None:
+            self._events.append(("output", {"data": self._output_data[0]}))
+            self._output_data = None
+        if self._usage_dirty:
+            self._usage_dirty = False
+            self._usage_placed = True
+            usage = {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens}
+            self._events.append(("usage", usage))
 
     def _progress_event(self) -> dict[str, JSON]:
         return {

@@ -311,3 +311,27 @@ def test_deadline_is_an_aware_datetime() -> None:
 
     assert ctx.deadline == datetime.fromtimestamp(1_700_000_000.0, UTC)
     assert Context(running_job()).deadline is None
+
+
+def test_log_lines_keep_their_place_among_coalesced_reports() -> None:
+    ctx = Context(running_job())
+    ctx.log("chunking")
+    for i in range(1, 11):
+        ctx.progress(i / 100, stage="chunking")
+    ctx.output(delta="Hel")
+    ctx.output(delta="lo")
+    ctx.log("summarizing")
+    ctx.progress(0.5, stage="summarizing")
+
+    update = take(ctx)
+
+    assert [(kind, data.get("message") or data.get("delta") or data.get("stage"))
+            for kind, data in update.events] == [
+        ("log", "chunking"),
+        ("progress", "chunking"),
+        ("output", "Hello"),
+        ("log", "summarizing"),
+        ("progress", "summarizing"),
+    ]  # fmt: skip
+    assert update.progress == 0.5
+    assert update.stage == "summarizing"
