@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 .PHONY: help install run test services lint fmt bench clean
 
 help:
-	@echo "make run      serve $(APP) on http://$(HOST):$(PORT) (API, dashboard, worker; ./longjobs.db)"
+	@echo "make run      serve $(APP) on http://$(HOST):$(PORT) (API and worker; ./longjobs.db)"
 	@echo "make test     install, lint, then the whole test suite (PYTEST_ARGS='-k name' to narrow)"
 	@echo "make lint     ruff check, ruff format --check, mypy --strict"
 	@echo "make fmt      ruff format and ruff check --fix"

@@ -14,7 +14,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import click
@@ -154,7 +154,7 @@ class _Server:
     shutdown (a second one forces it) and the process then exits 0, where uvicorn would re-raise
     the signal and die by it."""
 
-    def __init__(self, config: Any) -> None:
+    def __init__(self, config: Any, on_shutdown: Callable[[], None]) -> None:
         import uvicorn
 
         class Server(uvicorn.Server):
@@ -166,6 +166,7 @@ class _Server:
                     if self.should_exit:
                         self.force_exit = True
                     self.should_exit = True
+                    on_shutdown()
 
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.add_signal_handler(sig, on_signal)
@@ -190,7 +191,7 @@ async def _serve(
 ) -> None:
     import uvicorn
 
-    from longjobs.http import create_api
+    from longjobs.http import close_streams, create_api
     from longjobs.worker import Worker
 
     hooks = []
@@ -217,7 +218,8 @@ async def _serve(
         timeout_graceful_shutdown=5,
         access_log=log_level == "debug",
     )
-    server = _Server(config)
+    # Open event streams end at once (clients reconnect), or uvicorn would wait for them.
+    server = _Server(config, on_shutdown=lambda: close_streams(api))
     await app.open()  # fail fast, with one line, on a bad database URL or schema
     log.info(
         "longjobs serving %s on http://%s:%d (%s)",

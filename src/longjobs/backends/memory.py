@@ -264,11 +264,11 @@ class MemoryBackend:
         for job_id in job_ids:
             rec = self._jobs.get(job_id)
             if rec is not None and rec.holds(worker):
-                rec.attempt, rec.run_at = rec.attempt - 1, self.now()
+                rec.attempt = rec.attempt - 1
                 rec.lease_owner = rec.lease_until = None
                 rec.status = Status.CANCELLED if rec.cancel_requested else Status.PENDING
                 if rec.cancel_requested:
-                    rec.finished_at = rec.run_at
+                    rec.finished_at = self.now()
                 self._status(rec, reason="released")
                 released += 1
         self.notifier.fire([WORK])
@@ -378,7 +378,7 @@ class MemoryBackend:
                 retryable=False,
             )
         else:
-            rec.status, rec.run_at = Status.PENDING, now
+            rec.status = Status.PENDING  # keeping its run_at: back to its place in the queue
         self._status(rec, rec.error, reason="lease_expired")
 
     # -- waiting -------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from longjobs.http.probes import router as probes_router
 from longjobs.http.problems import problem_handlers
 from longjobs.settings import Settings
 
-__all__ = ["BackgroundFunction", "LifespanHook", "create_api"]
+__all__ = ["BackgroundFunction", "LifespanHook", "close_streams", "create_api"]
 
 LifespanHook = Callable[[], AbstractAsyncContextManager[object]]
 """A factory of an async context manager entered at startup and exited at shutdown."""
@@ -101,3 +101,13 @@ def create_api(
     )
     api.state.longjobs = state
     return api
+
+
+def close_streams(api: FastAPI) -> None:
+    """End every open event stream of ``api`` now; call it when shutdown begins (``longjobs
+    serve`` does on SIGTERM), since servers wait for open connections before the lifespan ends.
+    Clients reconnect with ``Last-Event-ID`` and miss nothing."""
+    state = getattr(api.state, "longjobs", None)
+    if not isinstance(state, APIState):
+        raise ValueError("not an API made with create_api()")
+    state.closing.set()

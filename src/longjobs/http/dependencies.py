@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Annotated
 
@@ -22,6 +23,8 @@ class APIState:
     settings: Settings
     keepalive_seconds: float
     background: BackgroundTasks = field(default_factory=BackgroundTasks)
+    closing: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when the server is shutting down: open event streams end, clients reconnect."""
 
 
 def state_of(connection: HTTPConnection) -> APIState:

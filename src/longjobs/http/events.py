@@ -73,7 +73,14 @@ async def job_events(
     job = await app.get(job_id, tenant=tenant)
     if job.is_terminal and not await _page_after(app, job_id, cursor, tenant):
         return Response(status_code=204)
-    frames = sse_stream(app, job_id, after=cursor, tenant=tenant, keepalive=state.keepalive_seconds)
+    frames = sse_stream(
+        app,
+        job_id,
+        after=cursor,
+        tenant=tenant,
+        keepalive=state.keepalive_seconds,
+        closing=state.closing,
+    )
     return StreamingResponse(frames, media_type="text/event-stream", headers=_STREAM_HEADERS)
 
 
@@ -103,22 +110,33 @@ def sse_frame(event: Event) -> bytes:
 
 
 async def sse_stream(
-    app: App, job_id: str, *, after: int, tenant: str, keepalive: float
+    app: App,
+    job_id: str,
+    *,
+    after: int,
+    tenant: str,
+    keepalive: float,
+    closing: asyncio.Event | None = None,
 ) -> AsyncIterator[bytes]:
     """The SSE body: ``retry:``, the frames of the events after ``after`` followed live until the
     terminal status event, and ``: keepalive`` whenever ``keepalive`` seconds pass in silence.
 
-    Ends quietly if the job is deleted or the store fails mid-stream; the client reconnects with
-    ``Last-Event-ID`` and loses nothing.
+    Ends quietly if the job is deleted, the store fails mid-stream or ``closing`` is set (the
+    server is shutting down); the client reconnects with ``Last-Event-ID`` and loses nothing.
     """
     yield f"retry: {RETRY_MILLISECONDS}\n\n".encode()
     events = app.events(job_id, after=after, tenant=tenant, follow=True)
     pending: asyncio.Task[Event | None] | None = None
+    closed = asyncio.create_task((closing or asyncio.Event()).wait())
     try:
         while True:
             if pending is None:
                 pending = asyncio.create_task(_next_event(events))
-            done, _ = await asyncio.wait({pending}, timeout=keepalive)
+            done, _ = await asyncio.wait(
+                {pending, closed}, timeout=keepalive, return_when=asyncio.FIRST_COMPLETED
+            )
+            if closed in done:
+                return
             if not done:
                 yield b": keepalive\n\n"
                 continue
@@ -129,6 +147,7 @@ async def sse_stream(
     except (JobNotFound, StorageError) as exc:
         logger.warning("event stream of %s ended early: %s", job_id, exc.__class__.__name__)
     finally:
+        closed.cancel()
         await _stop_reading(events, pending)
 
 

@@ -127,11 +127,12 @@ WHERE num = ?
 -- name: insert_result
 INSERT OR REPLACE INTO results (job_num, content_type, body) VALUES (?, ?, ?)
 
+-- A released or reclaimed job keeps its run_at: it goes back to its place in the queue.
 -- name: release_job
 UPDATE jobs
 SET status = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'pending' END,
     finished_at = CASE WHEN cancel_requested THEN :now END,
-    attempt = attempt - 1, run_at = :now, lease_owner = NULL,
+    attempt = attempt - 1, lease_owner = NULL,
     lease_until = NULL, last_seq = last_seq + 1, updated_at = :now
 WHERE id = :id AND lease_owner = :worker AND status = 'running'
 RETURNING num, last_seq, attempt, status
@@ -155,7 +156,7 @@ LIMIT 1000
 
 -- name: end_expired_lease
 UPDATE jobs
-SET status = :status, error = :error, finished_at = :finished_at, run_at = :now,
+SET status = :status, error = :error, finished_at = :finished_at,
     lease_owner = NULL, lease_until = NULL, last_seq = last_seq + 1, updated_at = :now
 WHERE id = :id AND attempt = :attempt AND status = 'running' AND lease_until < :now
 RETURNING num, last_seq
