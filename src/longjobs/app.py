@@ -23,11 +23,12 @@ from dataclasses import dataclass
 from typing import Any, TypeVar, get_type_hints, overload
 
 from pydantic import TypeAdapter, ValidationError
+from pydantic_core import PydanticSerializationError
 
 from longjobs.backends import open_backend
-from longjobs.backends.base import Backend, NewJob, StoredResult
+from longjobs.backends.base import Backend, Completed, Failed, NewJob, StoredResult
 from longjobs.errors import ConfigurationError, InvalidInput, JobNotFound, UnknownKind
-from longjobs.models import JSON, Event, Job, Page, Status, new_job_id
+from longjobs.models import JSON, Event, Job, JobError, Page, Status, new_job_id
 from longjobs.retry import RetryPolicy
 from longjobs.settings import Settings
 
@@ -54,8 +55,11 @@ class JobKind:
 
     def validate_input(self, raw: JSON) -> JSON:
         """The input as JSON once validated against the kind's schema; raises InvalidInput."""
-        if self.input_adapter is None:
-            return raw
+        if self.input_adapter is None:  # takes no input: null or {} only, stored as null
+            if raw is not None and raw != {}:
+                error = {"loc": [], "msg": "this kind takes no input", "type": "no_input"}
+                raise InvalidInput(self.name, [error])
+            return None
         try:
             value = self.input_adapter.validate_python(raw)
         except ValidationError as exc:
@@ -69,11 +73,17 @@ class JobKind:
         """The Python value the handler receives (a model instance for a model schema)."""
         return raw if self.input_adapter is None else self.input_adapter.validate_python(raw)
 
-    def dump_result(self, value: Any) -> bytes:
-        """The handler's return value as compact JSON bytes."""
-        if self.output_adapter is not None:
-            return self.output_adapter.dump_json(value)
-        return _ANY.dump_json(value)
+    def complete(self, value: Any) -> Completed | Failed:
+        """The outcome of a handler that returned ``value``: its result as JSON, or a failure
+        ``invalid_result`` (not retried) when it does not fit the declared return type."""
+        try:
+            if self.output_adapter is not None:
+                value = self.output_adapter.validate_python(value)
+                return Completed(self.output_adapter.dump_json(value))
+            return Completed(_ANY.dump_json(value))
+        except (ValidationError, PydanticSerializationError) as exc:
+            message = f"the handler's result does not fit its return type: {exc}"
+            return Failed(JobError(type="invalid_result", message=message[:2000]))
 
     def input_schema(self) -> dict[str, JSON]:
         return self.input_adapter.json_schema() if self.input_adapter is not None else {}

@@ -11,6 +11,7 @@ awaitable, so ``await ctx.progress(...)`` reads naturally in async handlers whil
 from __future__ import annotations
 
 import contextvars
+import json
 import math
 import threading
 import time
@@ -37,6 +38,17 @@ _EXHAUSTED = cast("Generator[Any, Any, None]", iter(()))
 _DONE = _Done()
 
 CancelCallback = Callable[[], Awaitable[None] | None]
+
+
+def _json_checked(value: JSON, what: str) -> JSON:
+    """``value`` if it can be stored as JSON; else TypeError here, in the handler's own call,
+    rather than later in the worker's batched write."""
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        message = f"{what} must be JSON (dicts, lists, str, numbers, bools, None): {exc}"
+        raise TypeError(message) from None
+    return value
 
 
 def _clamped(fraction: float) -> float:
@@ -163,18 +175,21 @@ class Context:
         elif fraction != fraction or fraction == -math.inf:  # NaN, -inf
             raise ValueError("progress must be a finite number")
         if stage is not None:
-            self.stage = stage
+            self.stage = stage if type(stage) is str else str(stage)
         if message is not None:
-            self.message = message
+            self.message = message if type(message) is str else str(message)
         self._progress_dirty = True
         self._dirty = True
         return _DONE
 
     def log(self, message: str, *, level: str = "info", **fields: JSON) -> Awaitable[None]:
         """Append a log line to the job's event log (every line is kept)."""
+        entry = {"level": str(level), "message": str(message), **fields}
+        if fields:
+            _json_checked(fields, "log fields")
         with self._lock:
             self._place_coalesced()  # what was reported before this line comes before it
-            self._events.append(("log", {"level": level, "message": message, **fields}))
+            self._events.append(("log", entry))
         self._dirty = True
         return _DONE
 
@@ -183,6 +198,10 @@ class Context:
         (a JSON snapshot of the partial result) the latest value per flush is kept."""
         if delta is None and data is None:
             raise ValueError("output() needs delta= or data=")
+        if delta is not None and not isinstance(delta, str):
+            raise TypeError("output(delta=) must be a str")
+        if data is not None:
+            _json_checked(data, "output(data=)")
         with self._lock:
             if delta is not None:
                 self._output_delta.append(delta)
@@ -193,14 +212,15 @@ class Context:
 
     def usage(self, *, input_tokens: int = 0, output_tokens: int = 0) -> Awaitable[None]:
         """Add model tokens spent; the job's usage is the running total."""
-        self.input_tokens += input_tokens
-        self.output_tokens += output_tokens
+        self.input_tokens += int(input_tokens)
+        self.output_tokens += int(output_tokens)
         self._usage_dirty = True
         self._dirty = True
         return _DONE
 
     def checkpoint(self, state: JSON) -> Awaitable[None]:
         """Save JSON state that a retried attempt reads back from ``checkpoint_state``."""
+        _json_checked(state, "checkpoint state")
         with self._lock:
             self._checkpoint = (state,)
             self._checkpoint_dirty = True

@@ -191,23 +191,36 @@ async def test_heartbeat_reports_the_leases_the_worker_holds(backend: Backend) -
     await create(backend)
     theirs = await claim_one(backend, OTHER_WORKER)
 
-    beat = await backend.heartbeat(WORKER, LEASE)
+    beat = await backend.heartbeat(WORKER, [first.id, second.id, theirs.id], LEASE)
 
     assert beat.held == {first.id, second.id}
     assert beat.cancel_requested == frozenset()
-    assert (await backend.heartbeat(OTHER_WORKER, LEASE)).held == {theirs.id}
+    assert (await backend.heartbeat(OTHER_WORKER, [theirs.id], LEASE)).held == {theirs.id}
+
+
+async def test_heartbeat_extends_only_the_leases_it_names(backend: Backend) -> None:
+    kept = await start(backend, lease=0.3)
+    dropped = await start(backend, lease=0.3)
+
+    await backend.heartbeat(WORKER, [kept.id], LEASE)
+    await asyncio.sleep(0.4)
+    await backend.sweep()
+
+    assert (await get(backend, kept.id)).status is Status.RUNNING
+    assert (await get(backend, dropped.id)).attempt == 1
+    assert (await get(backend, dropped.id)).status is not Status.RUNNING
 
 
 async def test_heartbeat_extends_the_lease(backend: Backend) -> None:
     job = await start(backend, lease=0.3)
 
-    await backend.heartbeat(WORKER, LEASE)
+    await backend.heartbeat(WORKER, [job.id], LEASE)
     await asyncio.sleep(0.4)
     swept = await backend.sweep()
 
     assert swept.requeued == 0
     assert (await get(backend, job.id)).status is Status.RUNNING
-    assert (await backend.heartbeat(WORKER, LEASE)).held == {job.id}
+    assert (await backend.heartbeat(WORKER, [job.id], LEASE)).held == {job.id}
 
 
 async def test_heartbeat_reports_cancel_requests(backend: Backend) -> None:
@@ -215,7 +228,7 @@ async def test_heartbeat_reports_cancel_requests(backend: Backend) -> None:
     other = await start(backend)
 
     await backend.request_cancel(TENANT, job.id)
-    beat = await backend.heartbeat(WORKER, LEASE)
+    beat = await backend.heartbeat(WORKER, [job.id, other.id], LEASE)
 
     assert beat.held == {job.id, other.id}
     assert beat.cancel_requested == {job.id}
@@ -226,7 +239,7 @@ async def test_a_job_reclaimed_by_the_sweeper_is_no_longer_held(backend: Backend
     await asyncio.sleep(PAST_SHORT_LEASE)
 
     await backend.sweep()
-    beat = await backend.heartbeat(WORKER, LEASE)
+    beat = await backend.heartbeat(WORKER, [job.id], LEASE)
 
     assert job.id not in beat.held
     assert beat.held == frozenset()

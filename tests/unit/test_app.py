@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from longjobs import App, Context, RetryPolicy, Settings
 from longjobs.app import request_hash
+from longjobs.backends.base import Completed, Failed
 from longjobs.errors import ConfigurationError, InvalidInput, JobNotFound, UnknownKind
 from longjobs.models import Status
 
@@ -172,8 +173,14 @@ def test_invalid_input_lists_each_field_at_fault(app: App) -> None:
     assert all(isinstance(e["msg"], str) and e["msg"] for e in error.errors)
 
 
-def test_a_kind_without_input_passes_input_through(app: App) -> None:
-    assert app.kind("ping").validate_input({"anything": [1, 2]}) == {"anything": [1, 2]}
+def test_a_kind_without_input_refuses_one(app: App) -> None:
+    assert app.kind("ping").validate_input(None) is None
+    assert app.kind("ping").validate_input({}) is None
+    with pytest.raises(InvalidInput) as raised:
+        app.kind("ping").validate_input({"anything": [1, 2]})
+    assert raised.value.errors == [
+        {"loc": [], "msg": "this kind takes no input", "type": "no_input"}
+    ]
 
 
 def test_the_handler_receives_a_model_instance(app: App) -> None:
@@ -182,9 +189,17 @@ def test_the_handler_receives_a_model_instance(app: App) -> None:
     assert loaded == Document(text="hi")
 
 
-def test_results_are_dumped_as_compact_json(app: App) -> None:
-    assert app.kind("summarize").dump_result(Summary(summary="s")) == b'{"summary":"s"}'
-    assert app.kind("ping").dump_result({"a": [1, 2]}) == b'{"a":[1,2]}'
+def test_results_are_stored_as_compact_json(app: App) -> None:
+    assert app.kind("summarize").complete(Summary(summary="s")) == Completed(b'{"summary":"s"}')
+    assert app.kind("ping").complete({"a": [1, 2]}) == Completed(b'{"a":[1,2]}')
+
+
+def test_a_result_that_does_not_fit_the_return_type_fails_the_job(app: App) -> None:
+    outcome = app.kind("summarize").complete("not a summary")
+
+    assert isinstance(outcome, Failed)
+    assert outcome.error.type == "invalid_result"
+    assert outcome.retry_in is None
 
 
 # -- prepare ---------------------------------------------------------------------------------

@@ -146,8 +146,11 @@ class Backend(Protocol):
         """Atomically take up to ``limit`` due pending jobs of ``kinds``, highest priority then
         oldest first: each becomes ``running`` with ``attempt + 1`` and a lease for ``worker``."""
 
-    async def heartbeat(self, worker: str, lease_seconds: float) -> Heartbeat:
-        """Extend every lease ``worker`` still holds; report the held ids and cancel requests."""
+    async def heartbeat(
+        self, worker: str, job_ids: Sequence[str], lease_seconds: float
+    ) -> Heartbeat:
+        """Extend the leases of ``job_ids`` that ``worker`` still holds (only those: a job the
+        worker no longer runs must be left to expire); report them and their cancel requests."""
 
     async def append_events(self, worker: str, updates: Sequence[JobUpdate]) -> set[str]:
         """Apply coalesced handler reports; returns the ids whose lease ``worker`` has lost."""

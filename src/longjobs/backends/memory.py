@@ -192,8 +192,11 @@ class MemoryBackend:
             claimed.append(self._snapshot(rec))
         return claimed
 
-    async def heartbeat(self, worker: str, lease_seconds: float) -> Heartbeat:
-        held = [r for r in self._jobs.values() if r.holds(worker)]
+    async def heartbeat(
+        self, worker: str, job_ids: Sequence[str], lease_seconds: float
+    ) -> Heartbeat:
+        records = (self._jobs.get(job_id) for job_id in job_ids)
+        held = [r for r in records if r is not None and r.holds(worker)]
         for rec in held:
             rec.lease_until = self.now() + lease_seconds
         return Heartbeat(
@@ -297,6 +300,8 @@ class MemoryBackend:
         if rec is None:
             return False
         del self._jobs[job_id]
+        if rec.new.idempotency_key is not None:
+            self._idempotency.pop((tenant, rec.new.idempotency_key), None)
         self.notifier.fire([job_key(job_id)])
         return True
 

@@ -56,6 +56,7 @@ from longjobs.settings import Settings
 Q = {name: sql.replace("$job_columns", JOB_SELECT) for name, sql in load_queries("sqlite").items()}
 SCHEMA_VERSION = 1
 _PENDING_EVENT = status_event(Status.PENDING, 0)
+_INLINE_BATCH = 16  # larger bulk writes go to the writer thread, not the event loop
 _DUE_CHECK_SECONDS = 0.25  # how late a delayed job or a retry may start on an idle worker
 
 
@@ -189,7 +190,8 @@ class SQLiteBackend:
         return await self.writer.run(lambda tx: self._create(tx, new))
 
     async def create_jobs(self, new: Sequence[NewJob]) -> list[Job]:
-        return await self.writer.run(lambda tx: [self._create(tx, n)[0] for n in new])
+        op = lambda tx: [self._create(tx, n)[0] for n in new]  # noqa: E731 - a one-line op
+        return await self.writer.run(op, inline=len(new) <= _INLINE_BATCH)
 
     def _create(self, tx: Tx, new: NewJob) -> tuple[Job, bool]:
         if new.idempotency_key is not None:
@@ -243,11 +245,13 @@ class SQLiteBackend:
         tx.notes.update(job_key(r[ID]) for r in rows)
         return rows
 
-    async def heartbeat(self, worker: str, lease_seconds: float) -> Heartbeat:
+    async def heartbeat(
+        self, worker: str, job_ids: Sequence[str], lease_seconds: float
+    ) -> Heartbeat:
+        params = {"worker": worker, "lease": lease_seconds, "ids": dumps(list(job_ids))}
+
         def op(tx: Tx) -> Heartbeat:
-            rows = tx.conn.execute(
-                Q["extend_leases"], {"worker": worker, "lease": lease_seconds, "now": tx.now}
-            ).fetchall()
+            rows = tx.conn.execute(Q["extend_leases"], {**params, "now": tx.now}).fetchall()
             return Heartbeat(
                 held=frozenset(r["id"] for r in rows),
                 cancel_requested=frozenset(r["id"] for r in rows if r["cancel_requested"]),
@@ -266,11 +270,15 @@ class SQLiteBackend:
         def op(tx: Tx) -> set[str]:
             return {u.job_id for u in updates if self._apply_update(tx, worker, u) is None}
 
+        # No savepoint per update is needed: Context checks that reports are JSON, so an update
+        # fails only by fencing, which changes nothing.
+
         return await self.writer.run(op)
 
     @staticmethod
-    def _apply_update(tx: Tx, worker: str, update: JobUpdate) -> int | None:
-        """Apply one fenced update; its new last sequence number, or None if the lease is lost."""
+    def _apply_update(tx: Tx, worker: str, update: JobUpdate) -> sqlite3.Row | None:
+        """Apply one fenced update: the job's ``num, last_seq, progress`` after it, or None when
+        the lease is lost."""
         row = tx.conn.execute(
             Q["report_progress"],
             {
@@ -301,8 +309,8 @@ class SQLiteBackend:
         )
         if update.events:
             tx.notes.add(job_key(update.job_id))
-        last_seq: int = row["last_seq"]
-        return last_seq
+        updated: sqlite3.Row = row
+        return updated
 
     async def finish_jobs(self, worker: str, finishes: Sequence[Finish]) -> list[bool]:
         return await self.writer.run(lambda tx: self._finish_all(tx, worker, finishes))
@@ -313,21 +321,21 @@ class SQLiteBackend:
         held = {r["id"]: r for r in tx.conn.execute(Q["held_for_finish"], (worker, ids))}
         accepted, settled, events, apart = [], [], [], []
         for finish in finishes:
-            row = held.get(finish.job_id)
-            last_seq = row["last_seq"] if row is not None else None
-            if row is not None and row["attempt"] != finish.attempt:
-                last_seq = None
-            if last_seq is not None and finish.update is not None:
-                last_seq = self._apply_update(tx, worker, finish.update)
-            accepted.append(last_seq is not None)
-            if row is None or last_seq is None:
+            row = held.pop(finish.job_id, None)  # a second finish in one batch is stale
+            if row is None or row["attempt"] != finish.attempt:
+                accepted.append(False)
                 continue
-            del held[finish.job_id]  # a second finish of the same job in this batch is stale
+            last_seq, progress = row["last_seq"], row["progress"]
+            if finish.update is not None:
+                updated = self._apply_update(tx, worker, finish.update)
+                if updated is not None:
+                    last_seq, progress = updated["last_seq"], updated["progress"]
+            accepted.append(True)
             s = settle(
                 finish.outcome,
                 attempt=row["attempt"],
                 cancel_requested=bool(row["cancel_requested"]),
-                progress=row["progress"],
+                progress=progress,
                 run_at=row["run_at"],
                 result_ttl=row["result_ttl_seconds"],
                 now=tx.now,
@@ -452,18 +460,20 @@ class SQLiteBackend:
     async def list_events(
         self, tenant: str, job_id: str, *, after: int = -1, limit: int = 1000
     ) -> list[Event] | None:
+        if not -1 <= after < 2**63 - 1:
+            raise ValueError("after must be a sequence number")
+
         def op(conn: sqlite3.Connection) -> list[Event] | None:
-            found = conn.execute(Q["job_num"], (job_id, tenant)).fetchone()
-            if found is None:
+            rows = conn.execute(Q["list_events"], (job_id, tenant, after, limit)).fetchall()
+            if not rows and conn.execute(Q["job_exists"], (job_id, tenant)).fetchone() is None:
                 return None
-            rows = conn.execute(Q["list_events"], (found["num"], after, limit)).fetchall()
             return [event_from_row(job_id, r) for r in rows]
 
         return await self.readers.run(op)
 
     # -- maintenance ---------------------------------------------------------------------
     async def sweep(self) -> Sweep:
-        return await self.writer.run(self._sweep)
+        return await self.writer.run(self._sweep, inline=False)
 
     def _sweep(self, tx: Tx) -> Sweep:
         counts = {Status.PENDING: 0, Status.FAILED: 0, Status.CANCELLED: 0}

@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from longjobs.errors import StorageUnavailable
+from longjobs.errors import StorageError, StorageUnavailable
 
 T = TypeVar("T")
 
@@ -98,11 +98,14 @@ class Writer:
         )
         self._thread.start()
 
-    def submit(self, op: Callable[[Tx], T]) -> asyncio.Future[T]:
+    def submit(self, op: Callable[[Tx], T], *, inline: bool = True) -> asyncio.Future[T]:
+        if self._closed:
+            raise StorageUnavailable("the SQLite store is closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         item = _Item(op, future, loop)
-        if self._inline and self._queue.empty() and self._lock.acquire(blocking=False):
+        inline = inline and self._inline and self._queue.empty()
+        if inline and self._lock.acquire(blocking=False):
             try:
                 done = not self._closed and self._commit_batch([item], inline=True)
             finally:
@@ -112,17 +115,35 @@ class Writer:
         self._queue.put(item)
         return future
 
-    async def run(self, op: Callable[[Tx], T]) -> T:
-        return await self.submit(op)
+    async def run(self, op: Callable[[Tx], T], *, inline: bool = True) -> T:
+        """Run a write op; ``inline=False`` keeps a large one off the event loop thread."""
+        return await self.submit(op, inline=inline)
 
     def close(self) -> None:
         self._closed = True
         self._queue.put(None)
         self._thread.join()
-        self._conn.close()
+        with self._lock:
+            self._conn.close()
 
     # -- the thread ----------------------------------------------------------------------
     def _run(self) -> None:
+        try:
+            self._serve_queue()
+        finally:  # whatever is still queued gets an answer, never silence
+            self._fail_queued(StorageUnavailable("the SQLite store is closed"))
+
+    def _fail_queued(self, error: Exception) -> None:
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if item is not None:
+                item.error = error
+                self._settle([item], set())
+
+    def _serve_queue(self) -> None:
         while True:
             try:
                 first = self._queue.get(timeout=self._poll_interval)
@@ -181,7 +202,8 @@ class Writer:
             self._conn.execute("COMMIT")
         except sqlite3.Error as exc:
             if self._conn.in_transaction:
-                self._conn.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):
+                    self._conn.execute("ROLLBACK")
             notes = set()
             error = unavailable(exc)
             for item in batch:
@@ -225,6 +247,8 @@ class Writer:
             if is_busy(exc):
                 raise
             item.error = unavailable(exc)
+        except sqlite3.Error as exc:
+            item.error = StorageError(f"SQLite store error: {exc}")
         except Exception as exc:
             item.error = exc
         if item.error is not None:
@@ -310,6 +334,8 @@ class Readers:
         except sqlite3.OperationalError as exc:
             if not is_busy(exc):
                 raise unavailable(exc) from exc
+        except sqlite3.Error as exc:
+            raise StorageError(f"SQLite store error: {exc}") from exc
         return await self.run(op)
 
     def _call(self, op: Callable[[sqlite3.Connection], T]) -> T:
@@ -323,6 +349,8 @@ class Readers:
             return op(conn)
         except sqlite3.OperationalError as exc:
             raise unavailable(exc) from exc
+        except sqlite3.Error as exc:
+            raise StorageError(f"SQLite store error: {exc}") from exc
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)

@@ -2,7 +2,7 @@
 
 -- name: schema
 CREATE TABLE IF NOT EXISTS jobs (
-    num INTEGER PRIMARY KEY,  -- internal, ascending: keeps event and result inserts local
+    num INTEGER PRIMARY KEY AUTOINCREMENT,  -- internal, ascending, never reused
     id TEXT NOT NULL UNIQUE,
     tenant TEXT NOT NULL,
     kind TEXT NOT NULL,
@@ -57,9 +57,6 @@ CREATE TABLE IF NOT EXISTS results (
     body BLOB NOT NULL
 );
 
--- name: now
-SELECT (julianday('now') - 2440587.5) * 86400.0
-
 -- name: insert_job
 INSERT INTO jobs (id, tenant, kind, status, priority, input, metadata, max_attempts,
                   timeout_seconds, result_ttl_seconds, idempotency_key, request_hash,
@@ -93,6 +90,7 @@ RETURNING $job_columns
 -- name: extend_leases
 UPDATE jobs SET lease_until = :now + :lease
 WHERE lease_owner = :worker AND status = 'running'
+      AND id IN (SELECT value FROM json_each(:ids))
 RETURNING id, cancel_requested
 
 -- name: cancel_requested_for
@@ -110,7 +108,7 @@ SET last_seq = last_seq + :n,
     checkpoint = CASE WHEN :has_checkpoint THEN :checkpoint ELSE checkpoint END,
     updated_at = :now
 WHERE id = :id AND attempt = :attempt AND lease_owner = :worker AND status = 'running'
-RETURNING num, last_seq
+RETURNING num, last_seq, progress
 
 -- name: held_for_finish
 SELECT num, id, attempt, last_seq, cancel_requested, progress, run_at, result_ttl_seconds
@@ -156,7 +154,7 @@ LIMIT 1000
 
 -- name: end_expired_lease
 UPDATE jobs
-SET status = :status, error = :error, finished_at = :finished_at,
+SET status = :status, error = :error, finished_at = :finished_at, eta_seconds = NULL,
     lease_owner = NULL, lease_until = NULL, last_seq = last_seq + 1, updated_at = :now
 WHERE id = :id AND attempt = :attempt AND status = 'running' AND lease_until < :now
 RETURNING num, last_seq
@@ -189,11 +187,15 @@ FROM jobs LEFT JOIN results ON results.job_num = jobs.num
 WHERE jobs.id = ? AND jobs.tenant = ? AND jobs.status = 'completed'
       AND jobs.result_size IS NOT NULL AND (jobs.expires_at IS NULL OR jobs.expires_at > ?)
 
--- name: job_num
-SELECT num FROM jobs WHERE id = ? AND tenant = ?
+-- name: job_exists
+SELECT 1 FROM jobs WHERE id = ? AND tenant = ?
 
+-- One statement, one snapshot: the job's number and its events cannot come from different jobs.
 -- name: list_events
-SELECT seq, type, at, data FROM events WHERE job_num = ? AND seq > ? ORDER BY seq LIMIT ?
+SELECT events.seq, events.type, events.at, events.data
+FROM jobs JOIN events ON events.job_num = jobs.num
+WHERE jobs.id = ? AND jobs.tenant = ? AND events.seq > ?
+ORDER BY events.seq LIMIT ?
 
 -- name: has_due_work
 SELECT 1 FROM jobs
