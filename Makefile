@@ -20,7 +20,7 @@ help:
 	@echo "make lint     ruff check, ruff format --check, mypy --strict"
 	@echo "make fmt      ruff format and ruff check --fix"
 	@echo "make bench    run the benchmarks (python -m bench)"
-	@echo "make clean    remove .venv, caches and *.db files"
+	@echo "make clean    remove .venv and caches (never ./longjobs.db, your jobs)"
 
 # The interpreter that makes the environment: Python 3.11 or newer. Debian's python3 needs the
 # python3-venv package for `-m venv`; as root it is installed here, otherwise we say what to do.
@@ -75,5 +75,4 @@ bench: $(STAMP)
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build dist
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
-	find . -maxdepth 1 \( -name '*.db' -o -name '*.db-wal' -o -name '*.db-shm' \) -delete
 	find . -name '*.egg-info' -type d -prune -exec rm -rf {} +

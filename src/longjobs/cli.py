@@ -13,11 +13,13 @@ import ipaddress
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import click
+from pydantic import ValidationError
 
 from longjobs.app import App
 from longjobs.errors import LongjobsError
@@ -36,16 +38,43 @@ def load_app(path: str, database_url: str | None) -> App:
         sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name:  # the module exists; something it imports does not
+            raise click.ClickException(f"importing {module_name!r} failed: {exc}") from None
         raise click.BadParameter(
             f"cannot import {module_name!r}: {exc}", param_hint="APP"
         ) from None
+    except ValidationError as exc:  # App() read a LONGJOBS_* setting that is not valid
+        raise click.ClickException(_settings_problem(exc)) from None
+    except Exception as exc:
+        message = f"importing {module_name!r} failed: {type(exc).__name__}: {exc}"
+        raise click.ClickException(message) from None
     app = getattr(module, attribute, None)
     if not isinstance(app, App):
         raise click.BadParameter(f"{path!r} is not a longjobs App", param_hint="APP")
     if database_url:
         app.database_url = database_url
     return app
+
+
+def _settings_problem(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    name = "LONGJOBS_" + "_".join(str(part) for part in first["loc"]).upper()
+    return f"invalid setting {name}: {first['msg']}"
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before anything else starts: a port in use is one line."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise click.ClickException(f"cannot serve on {host}:{port}: {exc.strerror}") from None
+    sock.set_inheritable(True)
+    return sock
 
 
 def _configure_logging(level: str) -> None:
@@ -141,12 +170,13 @@ def serve(
             f"refusing to serve without authentication on {host}: API keys are not configured; "
             "bind to 127.0.0.1 or pass --insecure-open-on-public-address"
         )
+    sock = _bind(host, port)
     try:
-        asyncio.run(_serve(app, host, port, not no_worker, concurrency, log_level))
+        asyncio.run(_serve(app, sock, not no_worker, concurrency, log_level))
     except LongjobsError as exc:
         _fail(str(exc))
-    except OSError as exc:
-        _fail(f"cannot serve on {host}:{port}: {exc.strerror or exc}")
+    finally:
+        sock.close()
 
 
 class _Server:
@@ -182,12 +212,12 @@ class _Server:
     def started(self) -> bool:
         return bool(self.server.started)
 
-    async def serve(self) -> None:
-        await self.server.serve()
+    async def serve(self, sockets: list[socket.socket]) -> None:
+        await self.server.serve(sockets=sockets)
 
 
 async def _serve(
-    app: App, host: str, port: int, with_worker: bool, concurrency: int | None, log_level: str
+    app: App, sock: socket.socket, with_worker: bool, concurrency: int | None, log_level: str
 ) -> None:
     import uvicorn
 
@@ -209,10 +239,9 @@ async def _serve(
 
         hooks.append(running_worker)
     api = create_api(app, lifespan_hooks=hooks)
+    host, port = sock.getsockname()[:2]
     config = uvicorn.Config(
         api,
-        host=host,
-        port=port,
         log_level=log_level,
         lifespan="on",
         timeout_graceful_shutdown=5,
@@ -228,7 +257,7 @@ async def _serve(
         port,
         "with a worker" if with_worker else "API only",
     )
-    await server.serve()
+    await server.serve(sockets=[sock])
     if not server.started:
         raise SystemExit(1)
 

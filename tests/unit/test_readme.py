@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+import sys
+import types
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from longjobs import Job, Status
+import pytest
+
+from longjobs import App, Job, Status
 from longjobs.context import Context
+from longjobs.worker import Worker
 
 README = Path(__file__).parents[2] / "README.md"
 
@@ -65,3 +71,28 @@ async def test_the_readme_job_resumes_from_its_checkpoint() -> None:
         "Section 2 about tides.",
         "Section 3 about tides.",
     ]
+
+
+async def test_the_readme_python_submission_runs_against_a_real_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The "Submit from Python" block, with the README's myjobs module and a worker."""
+    myjobs_module = types.ModuleType("myjobs")
+    myjobs_module.__dict__.update(readme_module("# myjobs.py"))
+    app: App = myjobs_module.app
+    app.database_url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    monkeypatch.setitem(sys.modules, "myjobs", myjobs_module)
+    submit_report = readme_module("# submit_report.py")
+    worker = Worker(app, concurrency=2)
+    async with app:
+        task = asyncio.create_task(worker.run())
+        try:
+            await submit_report["main"]()
+        finally:
+            worker.stop()
+            await task
+        page = await app.list()
+
+    assert [job.status for job in page.data] == [Status.COMPLETED]
+    assert page.data[0].priority == 5
+    assert page.data[0].metadata == {"requested_by": "docs"}

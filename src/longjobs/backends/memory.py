@@ -26,7 +26,17 @@ from longjobs.backends.notify import ANY_JOB, WORK, Notifier, Watch, cancel_key,
 from longjobs.backends.rows import decode_cursor, encode_cursor, status_event
 from longjobs.backends.settle import settle
 from longjobs.errors import IdempotencyConflict
-from longjobs.models import JSON, Event, Job, JobError, Page, Status, Usage, utc_from_timestamp
+from longjobs.models import (
+    JSON,
+    Event,
+    Job,
+    JobError,
+    Page,
+    Status,
+    Usage,
+    check_transition,
+    utc_from_timestamp,
+)
 from longjobs.settings import Settings
 
 
@@ -55,6 +65,11 @@ class _Record:
     result: StoredResult | None = None
     result_size: int | None = None
     events: list[Event] = field(default_factory=list)
+
+    def move(self, status: Status) -> None:
+        """Change the status through the one lifecycle rule (raises InvalidTransition)."""
+        check_transition(self.status, status)
+        self.status = status
 
     def holds(self, worker: str, attempt: int | None = None) -> bool:
         return (
@@ -186,7 +201,8 @@ class MemoryBackend:
         due.sort(key=lambda r: (-r.new.priority, r.run_at, r.num))
         claimed = []
         for rec in due[: max(0, limit)]:
-            rec.status, rec.attempt = Status.RUNNING, rec.attempt + 1
+            rec.move(Status.RUNNING)
+            rec.attempt += 1
             rec.lease_owner, rec.lease_until, rec.started_at = worker, now + lease_seconds, now
             self._status(rec)
             claimed.append(self._snapshot(rec))
@@ -250,7 +266,8 @@ class MemoryBackend:
             inline_limit=self.settings.inline_result_bytes,
         )
         rec.lease_owner = rec.lease_until = None
-        rec.status, rec.progress = settled.status, settled.progress
+        rec.move(settled.status)
+        rec.progress = settled.progress
         rec.error = None if settled.error is None else JobError.model_validate_json(settled.error)
         rec.eta_seconds = settled.eta_seconds
         rec.result_size, rec.expires_at = settled.result_size, settled.expires_at
@@ -269,7 +286,7 @@ class MemoryBackend:
             if rec is not None and rec.holds(worker):
                 rec.attempt = rec.attempt - 1
                 rec.lease_owner = rec.lease_until = None
-                rec.status = Status.CANCELLED if rec.cancel_requested else Status.PENDING
+                rec.move(Status.CANCELLED if rec.cancel_requested else Status.PENDING)
                 if rec.cancel_requested:
                     rec.finished_at = self.now()
                 self._status(rec, reason="released")
@@ -283,11 +300,8 @@ class MemoryBackend:
         if rec is None:
             return None
         if rec.status is Status.PENDING:
-            rec.status, rec.cancel_requested, rec.finished_at = (
-                Status.CANCELLED,
-                True,
-                self.now(),
-            )
+            rec.move(Status.CANCELLED)
+            rec.cancel_requested, rec.finished_at = True, self.now()
             self._status(rec)
         elif rec.status is Status.RUNNING and not rec.cancel_requested:
             rec.cancel_requested = True
@@ -373,9 +387,11 @@ class MemoryBackend:
         rec.lease_owner = rec.lease_until = None
         rec.error, rec.eta_seconds = None, None
         if rec.cancel_requested:
-            rec.status, rec.finished_at = Status.CANCELLED, now
+            rec.move(Status.CANCELLED)
+            rec.finished_at = now
         elif rec.attempt >= rec.new.max_attempts:
-            rec.status, rec.finished_at = Status.FAILED, now
+            rec.move(Status.FAILED)
+            rec.finished_at = now
             rec.error = JobError(
                 type="attempts_exhausted",
                 message=f"the worker running attempt {rec.attempt} of "
@@ -383,7 +399,7 @@ class MemoryBackend:
                 retryable=False,
             )
         else:
-            rec.status = Status.PENDING  # keeping its run_at: back to its place in the queue
+            rec.move(Status.PENDING)  # keeping its run_at: back to its place in the queue
         self._status(rec, rec.error, reason="lease_expired")
 
     # -- waiting -------------------------------------------------------------------------

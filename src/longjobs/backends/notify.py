@@ -83,10 +83,6 @@ class Notifier:
     def watch(self, key: str) -> Watch:
         return Watch(self, key)
 
-    async def wait(self, key: str, timeout: float) -> Wake | None:
-        with self.watch(key) as watch:
-            return await watch.wait(timeout)
-
     def add(self, key: str, future: asyncio.Future[Wake]) -> None:
         self._waiters.setdefault(key, set()).add(future)
 

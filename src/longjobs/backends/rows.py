@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from longjobs.models import JSON, Event, Job, JobError, Status, Usage
+from longjobs.models import JSON, Event, Job, JobError, Status, Usage, utc_from_timestamp
 
 if TYPE_CHECKING:
     from longjobs.backends.base import NewJob
@@ -38,8 +38,7 @@ def loads_or_none(text: str | bytes | None) -> JSON:
     return None if text is None else loads(text)
 
 
-def _dt(ts: float | None) -> datetime | None:
-    return None if ts is None else datetime.fromtimestamp(ts, UTC)
+_dt = utc_from_timestamp
 
 
 def _dt_required(ts: float) -> datetime:
@@ -187,6 +186,6 @@ def decode_cursor(cursor: str) -> int:
         version, position = json.loads(base64.urlsafe_b64decode(padded.encode()))
     except Exception as exc:
         raise ValueError("invalid cursor") from exc
-    if version != "v1" or not isinstance(position, int) or isinstance(position, bool):
+    if version != "v1" or type(position) is not int or not 0 < position < 2**63:
         raise ValueError("invalid cursor")
     return position

@@ -1,4 +1,4 @@
-"""How a finished attempt changes its job: one pure function shared by the SQL backends."""
+"""How a finished attempt changes its job: one pure function every backend applies."""
 
 from __future__ import annotations
 

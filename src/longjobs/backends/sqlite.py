@@ -538,8 +538,9 @@ class SQLiteBackend:
 
 
 class _DueWorkWatch:
-    """Wakes on local submissions at once; a write by another process wakes it only when a job
-    of these kinds is due (checked with a read, so idle workers never take the write lock)."""
+    """Wakes on local submissions at once; a write by another process, or a delayed job or retry
+    coming due, wakes it only when a job of these kinds is due (checked with a cheap read every
+    ``_DUE_CHECK_SECONDS``, so idle workers do not claim, and take the write lock, for nothing)."""
 
     def __init__(self, backend: SQLiteBackend, kinds_json: str) -> None:
         self._backend = backend

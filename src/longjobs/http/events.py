@@ -33,6 +33,9 @@ RETRY_MILLISECONDS = 2000
 _STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
+_MAX_SEQUENCE = 2**63 - 2  # what a 64-bit store can hold, less one
+
+
 @router.get(
     "/v1/jobs/{job_id}/events",
     response_model=None,
@@ -53,8 +56,8 @@ async def job_events(
     request: Request,
     state: StateDep,
     tenant: TenantDep,
-    after: Annotated[int | None, Query(ge=-1)] = None,
-    last_event_id: Annotated[int | None, Header(ge=-1)] = None,
+    after: Annotated[int | None, Query(ge=-1, le=_MAX_SEQUENCE)] = None,
+    last_event_id: Annotated[int | None, Header(ge=-1, le=_MAX_SEQUENCE)] = None,
 ) -> Response:
     """The events after the cursor (``Last-Event-ID``, else ``?after=N``, else the whole log).
 

@@ -131,6 +131,7 @@ async def submit_job(
     ``Idempotent-Replayed: true``.
     """
     submission = parse_submission(parse_json(await read_body(request, settings.max_body_bytes)))
+    preferences = Preferences.parse(request.headers.getlist("prefer"))  # before the commit
     job, created = await app.submit_idempotent(
         submission.kind,
         submission.input,
@@ -147,7 +148,6 @@ async def submit_job(
     headers = {"Location": f"{_root_path(request)}/v1/jobs/{job.id}", "Vary": "Prefer"}
     if not created:
         headers["Idempotent-Replayed"] = "true"
-    preferences = Preferences.parse(request.headers.getlist("prefer"))
     job, applied = await _apply_preferences(app, settings, tenant, job, preferences)
     if applied:
         headers["Preference-Applied"] = ", ".join(applied)

@@ -83,6 +83,6 @@ class Preferences:
                 token, value = token.strip().lower(), value.strip().strip('"')
                 if token == "respond-async":
                     respond_async = True
-                elif token == "wait" and wait is None and value.isdigit():
+                elif token == "wait" and wait is None and value.isdigit() and len(value) <= 9:
                     wait = int(value)
         return cls(wait=wait, respond_async=respond_async)
