@@ -114,7 +114,7 @@ def workers(url: str, count: int, concurrency: int) -> Iterator[list[Process]]:
 def server(url: str) -> Iterator[str]:
     port = free_port()
     args = ["serve", "bench.apps:app", "--port", str(port), "--log-level", "info"]
-    proc = Process(args, url, "Uvicorn running")
+    proc = Process(args, url, "Application startup complete")
     try:
         proc.wait_ready()
         yield f"http://127.0.0.1:{port}"

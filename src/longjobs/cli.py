@@ -66,7 +66,9 @@ def _settings_problem(exc: ValidationError) -> str:
 def _bind(host: str, port: int) -> socket.socket:
     """The listening socket, bound before anything else starts: a port in use is one line."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto=IPPROTO_TCP, else asyncio does not set TCP_NODELAY on the accepted connections
+    # and every small answer waits ~40 ms for a delayed ACK.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
