@@ -15,7 +15,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import click
@@ -77,6 +77,18 @@ def _bind(host: str, port: int) -> socket.socket:
         raise click.ClickException(f"cannot serve on {host}:{port}: {exc.strerror}") from None
     sock.set_inheritable(True)
     return sock
+
+
+def _run(main: Coroutine[Any, Any, None]) -> None:
+    """Run on uvloop when it is installed (it comes with uvicorn[standard]): the same asyncio
+    API, with a faster event loop and faster sockets."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+    else:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(main)
 
 
 def _configure_logging(level: str) -> None:
@@ -174,7 +186,7 @@ def serve(
         )
     sock = _bind(host, port)
     try:
-        asyncio.run(_serve(app, sock, not no_worker, concurrency, log_level))
+        _run(_serve(app, sock, not no_worker, concurrency, log_level))
     except LongjobsError as exc:
         _fail(str(exc))
     finally:
@@ -276,7 +288,7 @@ def worker(
     _configure_logging(log_level)
     app = load_app(app_path, database_url)
     try:
-        asyncio.run(_work(app, concurrency))
+        _run(_work(app, concurrency))
     except LongjobsError as exc:
         _fail(str(exc))
 

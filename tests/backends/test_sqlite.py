@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -297,3 +299,22 @@ async def test_a_cancel_through_another_instance_wakes_a_cancel_watch(
 
     assert woken == "external"
     assert await sqlite_backend.cancel_requests(WORKER) == {job.id}
+
+
+def test_processes_opening_a_new_file_together_all_succeed(tmp_path: Path) -> None:
+    """Workers started together on a database that does not exist yet (each switching it to
+    WAL and creating the schema) take turns instead of failing with "database is locked"."""
+    for round_ in range(5):
+        url = f"sqlite:///{tmp_path / f'new-{round_}.db'}"
+        code = (
+            "import asyncio\nfrom longjobs import App\n"
+            f"app = App({url!r})\n"
+            "async def main() -> None:\n    async with app:\n        pass\n"
+            "asyncio.run(main())\n"
+        )
+        processes = [
+            subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True)
+            for _ in range(4)
+        ]
+        errors = [p.communicate(timeout=60)[1] for p in processes]
+        assert [p.returncode for p in processes] == [0, 0, 0, 0], errors

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -43,7 +44,7 @@ from longjobs.backends.rows import (
     status_event,
 )
 from longjobs.backends.settle import settle
-from longjobs.backends.sqlite_db import Checkpointer, Readers, Tx, Writer, connect
+from longjobs.backends.sqlite_db import Checkpointer, Readers, Tx, Writer, connect, is_busy
 from longjobs.errors import (
     ConfigurationError,
     IdempotencyConflict,
@@ -142,6 +143,18 @@ class SQLiteBackend:
         self._checkpointer = Checkpointer(self.path, synchronous=self.synchronous)
 
     def _create_schema(self) -> None:
+        """Create or check the schema; processes starting together on a new file take turns
+        (switching a new file to WAL can answer "locked" without waiting for the other)."""
+        deadline = time.monotonic() + self.lock_timeout
+        while True:
+            try:
+                return self._create_schema_once()
+            except sqlite3.OperationalError as exc:
+                if not is_busy(exc) or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.02 + random.random() * 0.05)
+
+    def _create_schema_once(self) -> None:
         conn = connect(self.path, synchronous=self.synchronous, timeout=self.lock_timeout)
         try:
             conn.execute("PRAGMA journal_mode=WAL")

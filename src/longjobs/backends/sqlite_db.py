@@ -52,11 +52,14 @@ class _Item(Generic[T]):
 
 
 def connect(path: str, *, synchronous: str, timeout: float) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=timeout)
+    """A connection in autocommit mode whose busy timeout is ``timeout`` once set up (setting it
+    up waits up to 30 s: another process may be creating the schema)."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
     conn.row_factory = sqlite3.Row
     conn.execute(f"PRAGMA synchronous={synchronous}")
     conn.execute("PRAGMA temp_store=MEMORY")
     conn.execute("PRAGMA cache_size=-16000")
+    conn.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
     return conn
 
 
