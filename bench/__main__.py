@@ -39,6 +39,13 @@ def _plan(tmp: Path, quick: bool) -> list[tuple[str, Callable[[], list[Measureme
     ]
 
 
+def _settle() -> None:
+    """Let the previous scenario's files reach the disk and its processes end, so that each
+    scenario starts on a quiet machine."""
+    os.sync()
+    time.sleep(2.0)
+
+
 def _table(results: list[Measurement]) -> Table:
     table = Table(title="longjobs benchmarks (SQLite, this machine)")
     for column in ("scenario", "metric", "value", "target", "met"):
@@ -64,6 +71,7 @@ def main() -> None:
             if options.only and name not in options.only:
                 continue
             console.print(f"[bold]running[/bold] {name} …")
+            _settle()
             results.extend(run())
     console.print(_table(results))
     RESULTS.mkdir(parents=True, exist_ok=True)

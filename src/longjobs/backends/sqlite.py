@@ -44,7 +44,7 @@ from longjobs.backends.rows import (
     status_event,
 )
 from longjobs.backends.settle import settle
-from longjobs.backends.sqlite_db import Checkpointer, Readers, Tx, Writer, connect, is_busy
+from longjobs.backends.sqlite_db import Readers, Tx, Writer, connect, is_busy
 from longjobs.errors import (
     ConfigurationError,
     IdempotencyConflict,
@@ -117,7 +117,6 @@ class SQLiteBackend:
         self.notifier = Notifier()
         self._writer: Writer | None = None
         self._readers: Readers | None = None
-        self._checkpointer: Checkpointer | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
     async def open(self) -> None:
@@ -140,7 +139,6 @@ class SQLiteBackend:
             poll_interval=self.settings.poll_interval,
         )
         self._readers = Readers(self.path, threads=2, synchronous=self.synchronous)
-        self._checkpointer = Checkpointer(self.path, synchronous=self.synchronous)
 
     def _create_schema(self) -> None:
         """Create or check the schema; processes starting together on a new file take turns
@@ -178,9 +176,7 @@ class SQLiteBackend:
             await asyncio.to_thread(self._writer.close)
         if self._readers is not None:
             await asyncio.to_thread(self._readers.close)
-        if self._checkpointer is not None:
-            await asyncio.to_thread(self._checkpointer.close)
-        self._writer = self._readers = self._checkpointer = None
+        self._writer = self._readers = None
 
     @property
     def writer(self) -> Writer:

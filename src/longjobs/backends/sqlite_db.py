@@ -30,6 +30,7 @@ from longjobs.errors import StorageError, StorageUnavailable
 T = TypeVar("T")
 
 _BATCH = 1024
+_CHECKPOINT_SECONDS = 0.25
 _NOW = "SELECT (julianday('now') - 2440587.5) * 86400.0"
 
 
@@ -85,8 +86,11 @@ class Writer:
         poll_interval: float,
     ) -> None:
         self._conn = connect(path, synchronous=synchronous, timeout=0.0)
-        # Checkpoints run in their own thread (Checkpointer) instead of inside our commits.
+        # Checkpoints run on this thread between batches (_checkpoint_if_due), never inside a
+        # commit that may be running inline on the event loop.
         self._conn.execute("PRAGMA wal_autocheckpoint=0")
+        self._commits = 0
+        self._checkpointed_at = time.monotonic()
         self._lock_timeout = lock_timeout
         self._on_commit = on_commit
         self._on_foreign_commit = on_foreign_commit
@@ -153,6 +157,7 @@ class Writer:
             except queue.Empty:
                 with self._lock:
                     self._check_foreign_commits()
+                    self._checkpoint_if_due()
                 continue
             if first is None:
                 return
@@ -170,8 +175,18 @@ class Writer:
             with self._lock:
                 self._commit_batch(batch)
                 self._check_foreign_commits()
+                self._checkpoint_if_due()
             if stop:
                 return
+
+    def _checkpoint_if_due(self) -> None:
+        """Copy the WAL back into the database a few times a second while there are writes, so
+        that it restarts from the beginning and stays small: a long WAL slows every read."""
+        if not self._commits or time.monotonic() - self._checkpointed_at < _CHECKPOINT_SECONDS:
+            return
+        with contextlib.suppress(sqlite3.OperationalError):  # busy: next time
+            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        self._commits, self._checkpointed_at = 0, time.monotonic()
 
     def _read_data_version(self) -> int:
         version: int = self._conn.execute("PRAGMA data_version").fetchone()[0]
@@ -203,6 +218,7 @@ class Writer:
                 if self._apply(tx, item):
                     notes |= tx.notes
             self._conn.execute("COMMIT")
+            self._commits += 1
         except sqlite3.Error as exc:
             if self._conn.in_transaction:
                 with contextlib.suppress(sqlite3.Error):
@@ -281,32 +297,6 @@ def _resolve(
             item.future.set_result(item.result)
     if notes:
         on_commit(notes)
-
-
-class Checkpointer:
-    """Copies the WAL back into the database file every ``interval`` seconds, from its own
-    connection and thread, so that no commit of the writer pays for a checkpoint. PASSIVE
-    checkpoints never wait for readers or writers; every process on a file runs one."""
-
-    def __init__(self, path: str, *, synchronous: str, interval: float = 1.0) -> None:
-        self._conn = connect(path, synchronous=synchronous, timeout=0.0)
-        self._interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="longjobs-sqlite-checkpoint",
-                                        daemon=True)  # fmt: skip
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval):
-            with contextlib.suppress(sqlite3.OperationalError):  # busy: next time
-                self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
-        with contextlib.suppress(sqlite3.OperationalError):
-            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-        self._conn.close()
 
 
 class Readers:
