@@ -26,8 +26,9 @@ from pydantic import TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError
 
 from longjobs.backends import open_backend
-from longjobs.backends.base import Backend, Completed, Failed, NewJob, StoredResult
+from longjobs.backends.base import ApiKey, Backend, Completed, Failed, NewJob, StoredResult
 from longjobs.errors import ConfigurationError, InvalidInput, JobNotFound, UnknownKind
+from longjobs.keys import key_hash, new_api_key
 from longjobs.models import JSON, Event, Job, JobError, Page, Status, new_job_id
 from longjobs.retry import RetryPolicy
 from longjobs.settings import Settings
@@ -391,6 +392,19 @@ class App:
         """The stored result body, or None (not finished, failed, or expired: see ``get``)."""
         backend = await self.open()
         return await backend.get_result(tenant, job_id)
+
+    # -- API keys ------------------------------------------------------------------------
+    async def create_api_key(self, tenant: str, *, name: str | None = None) -> tuple[ApiKey, str]:
+        """Create a key for ``tenant``: its record and the secret, which is stored nowhere."""
+        record, secret = new_api_key(tenant, name)
+        backend = await self.open()
+        await backend.create_api_key(record, key_hash(secret))
+        return record, secret
+
+    async def authenticate(self, secret: str) -> str | None:
+        """The tenant of an active key, or None."""
+        backend = await self.open()
+        return await backend.authenticate(key_hash(secret))
 
     async def wait(
         self,

@@ -16,7 +16,8 @@ import signal
 import socket
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 from pydantic import ValidationError
@@ -89,6 +90,30 @@ def _run(main: Coroutine[Any, Any, None]) -> None:
     else:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             runner.run(main)
+
+
+T = TypeVar("T")
+
+
+def _run_result(main: Coroutine[Any, Any, T]) -> T:
+    try:
+        return asyncio.run(main)
+    except LongjobsError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _has_api_keys(app: App) -> bool:
+    if app.database_url.startswith("sqlite:"):  # do not create a file just to look inside
+        from longjobs.backends.sqlite import parse_sqlite_url
+
+        if not Path(parse_sqlite_url(app.database_url)[0]).exists():
+            return False
+
+    async def look() -> bool:
+        async with app:
+            return await app.backend.has_api_keys()
+
+    return _run_result(look())
 
 
 def _configure_logging(level: str) -> None:
@@ -179,10 +204,12 @@ def serve(
     """Serve the HTTP API (and, unless --no-worker, a worker) for APP (module:attribute)."""
     _configure_logging(log_level)
     app = load_app(app_path, database_url)
-    if not _is_loopback(host) and not insecure_open_on_public_address:
+    public = not _is_loopback(host) and not insecure_open_on_public_address
+    if public and not _has_api_keys(app):
         raise click.UsageError(
-            f"refusing to serve without authentication on {host}: API keys are not configured; "
-            "bind to 127.0.0.1 or pass --insecure-open-on-public-address"
+            f"refusing to serve without authentication on {host}: no API key exists yet; "
+            "create one with `longjobs keys create --tenant NAME`, bind to 127.0.0.1, or "
+            "pass --insecure-open-on-public-address"
         )
     sock = _bind(host, port)
     try:
@@ -315,6 +342,11 @@ async def _work(app: App, concurrency: int | None) -> None:
         await worker.run()
     finally:
         await app.close()
+
+
+from longjobs.cli_keys import keys  # noqa: E402 - the group registers on cli, defined above
+
+cli.add_command(keys)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -109,6 +109,17 @@ class StoredResult:
 
 
 @dataclass(frozen=True, slots=True)
+class ApiKey:
+    """An API key as stored: never the key itself, only its SHA-256."""
+
+    id: str
+    tenant: str
+    name: str | None
+    created_at: float
+    revoked_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Sweep:
     """What one maintenance pass did."""
 
@@ -201,6 +212,22 @@ class Backend(Protocol):
 
     async def cancel_requests(self, worker: str) -> frozenset[str]:
         """Ids of the jobs ``worker`` holds that were asked to cancel (a read, no lease change)."""
+
+    async def create_api_key(self, key: ApiKey, key_hash: str) -> None:
+        """Store a new key by the SHA-256 (hex) of its secret."""
+
+    async def revoke_api_key(self, key_id: str) -> bool:
+        """Revoke a key at once; False when there is no such active key."""
+
+    async def list_api_keys(self) -> list[ApiKey]:
+        """Every key ever created, revoked ones included, oldest first."""
+
+    async def authenticate(self, key_hash: str) -> str | None:
+        """The tenant of the active key with this SHA-256, or None."""
+
+    async def has_api_keys(self) -> bool:
+        """True once any key was created (revoked ones count: revoking the last key must not
+        open the server)."""
 
     def watch_work(self, kinds: Sequence[str]) -> WorkWatch:
         """Start watching for due work of ``kinds``; claim, then ``wait`` if nothing came."""

@@ -6,6 +6,7 @@ anything but the notifier, so each call is atomic with respect to the others.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import time
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from longjobs.backends.base import (
+    ApiKey,
     Completed,
     Finish,
     Heartbeat,
@@ -25,7 +27,7 @@ from longjobs.backends.base import (
 from longjobs.backends.notify import ANY_JOB, WORK, Notifier, Watch, cancel_key, job_key
 from longjobs.backends.rows import decode_cursor, encode_cursor, status_event
 from longjobs.backends.settle import settle
-from longjobs.errors import IdempotencyConflict
+from longjobs.errors import IdempotencyConflict, StorageError
 from longjobs.models import (
     JSON,
     Event,
@@ -89,6 +91,8 @@ class MemoryBackend:
         self._jobs: dict[str, _Record] = {}
         self._idempotency: dict[tuple[str, str], str] = {}
         self._numbers = itertools.count(1)
+        self._keys: dict[str, ApiKey] = {}
+        self._key_hashes: set[str] = set()
         self.clock_offset = 0.0  # tests move the store's clock forward with this
 
     def now(self) -> float:
@@ -361,6 +365,30 @@ class MemoryBackend:
     ) -> list[Event] | None:
         rec = self._visible(tenant, job_id)
         return None if rec is None else rec.events[max(0, after + 1) : after + 1 + limit]
+
+    # -- API keys ------------------------------------------------------------------------
+    async def create_api_key(self, key: ApiKey, key_hash: str) -> None:
+        if key_hash in self._key_hashes or any(k.id == key.id for k in self._keys.values()):
+            raise StorageError("this API key already exists")
+        self._keys[key_hash] = key
+        self._key_hashes.add(key_hash)
+
+    async def revoke_api_key(self, key_id: str) -> bool:
+        for key_hash, key in self._keys.items():
+            if key.id == key_id and key.revoked_at is None:
+                self._keys[key_hash] = dataclasses.replace(key, revoked_at=self.now())
+                return True
+        return False
+
+    async def list_api_keys(self) -> list[ApiKey]:
+        return sorted(self._keys.values(), key=lambda k: (k.created_at, k.id))
+
+    async def authenticate(self, key_hash: str) -> str | None:
+        key = self._keys.get(key_hash)
+        return key.tenant if key is not None and key.revoked_at is None else None
+
+    async def has_api_keys(self) -> bool:
+        return bool(self._keys)
 
     # -- maintenance ---------------------------------------------------------------------
     async def sweep(self) -> Sweep:

@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from longjobs.backends.base import (
+    ApiKey,
     Finish,
     Heartbeat,
     JobUpdate,
@@ -55,7 +56,7 @@ from longjobs.models import Event, Job, JobError, Page, Status
 from longjobs.settings import Settings
 
 Q = {name: sql.replace("$job_columns", JOB_SELECT) for name, sql in load_queries("sqlite").items()}
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: api_keys
 _PENDING_EVENT = status_event(Status.PENDING, 0)
 _INLINE_BATCH = 16  # larger bulk writes go to the writer thread, not the event loop
 _DUE_CHECK_SECONDS = 0.25  # how late a delayed job or a retry may start on an idle worker
@@ -479,6 +480,36 @@ class SQLiteBackend:
             return [event_from_row(job_id, r) for r in rows]
 
         return await self.readers.run(op)
+
+    # -- API keys ------------------------------------------------------------------------
+    async def create_api_key(self, key: ApiKey, key_hash: str) -> None:
+        row = (key.id, key.tenant, key.name, key_hash, key.created_at)
+        await self.writer.run(lambda tx: tx.conn.execute(Q["insert_api_key"], row).rowcount)
+
+    async def revoke_api_key(self, key_id: str) -> bool:
+        def op(tx: Tx) -> bool:
+            return tx.conn.execute(Q["revoke_api_key"], (tx.now, key_id)).rowcount == 1
+
+        return await self.writer.run(op)
+
+    async def list_api_keys(self) -> list[ApiKey]:
+        def op(conn: sqlite3.Connection) -> list[ApiKey]:
+            return [ApiKey(**dict(row)) for row in conn.execute(Q["list_api_keys"])]
+
+        return await self.readers.run(op)
+
+    async def authenticate(self, key_hash: str) -> str | None:
+        def op(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute(Q["authenticate"], (key_hash,)).fetchone()
+            return None if row is None else str(row["tenant"])
+
+        return await self.readers.run_point(op)
+
+    async def has_api_keys(self) -> bool:
+        def op(conn: sqlite3.Connection) -> bool:
+            return bool(conn.execute(Q["has_api_keys"]).fetchone()[0])
+
+        return await self.readers.run_point(op)
 
     # -- maintenance ---------------------------------------------------------------------
     async def sweep(self) -> Sweep:

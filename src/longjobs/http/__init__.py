@@ -23,12 +23,12 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontext
 from fastapi import FastAPI
 
 from longjobs.app import App
-from longjobs.http.dependencies import APIState
 from longjobs.http.events import router as events_router
 from longjobs.http.jobs import router as jobs_router
 from longjobs.http.lifespan import BackgroundFunction, BackgroundTasks
 from longjobs.http.probes import router as probes_router
 from longjobs.http.problems import problem_handlers
+from longjobs.http.state import APIState
 from longjobs.settings import Settings
 
 __all__ = ["BackgroundFunction", "LifespanHook", "close_streams", "create_api"]

@@ -1,7 +1,10 @@
 """Who is calling: the tenant every route scopes its work to.
 
-Until API keys land (open mode), every request belongs to the one tenant ``default``. Routes get
-the tenant only through ``tenant_of``, so authentication replaces this one function.
+Open mode: while no API key was ever created, every request belongs to the one tenant
+``default`` (and ``longjobs serve`` refuses a non-loopback address without an explicit insecure
+flag). Once a key exists, every route but the probes needs ``Authorization: Bearer <key>``, and
+the key's tenant is the caller's. Revoking every key does not reopen the server. Each request
+checks the store (one indexed read), so a revocation applies to the next request.
 """
 
 from __future__ import annotations
@@ -9,8 +12,32 @@ from __future__ import annotations
 from starlette.requests import HTTPConnection
 
 from longjobs.app import DEFAULT_TENANT
+from longjobs.http.problems import ProblemError
+from longjobs.http.state import state_of
+
+_CHALLENGE = 'Bearer realm="longjobs"'
 
 
 async def tenant_of(connection: HTTPConnection) -> str:
-    """The tenant of the request (or WebSocket): always ``"default"`` in open mode."""
-    return DEFAULT_TENANT
+    """The caller's tenant; 401 with ``WWW-Authenticate: Bearer`` when a key is needed and
+    missing, malformed, unknown or revoked."""
+    app = state_of(connection).app
+    header = connection.headers.get("authorization")
+    if header is None:
+        backend = await app.open()
+        if not await backend.has_api_keys():
+            return DEFAULT_TENANT
+        raise _unauthorized("an API key is required: send Authorization: Bearer <key>", None)
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise _unauthorized("the Authorization header must be: Bearer <key>", "invalid_request")
+    tenant = await app.authenticate(token)
+    if tenant is None:
+        raise _unauthorized("the API key is not valid (unknown or revoked)", "invalid_token")
+    return tenant
+
+
+def _unauthorized(detail: str, error: str | None) -> ProblemError:
+    challenge = _CHALLENGE if error is None else f'{_CHALLENGE}, error="{error}"'
+    return ProblemError("unauthorized", detail, headers={"WWW-Authenticate": challenge})

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends
@@ -11,29 +9,8 @@ from starlette.requests import HTTPConnection
 
 from longjobs.app import App
 from longjobs.http.auth import tenant_of
-from longjobs.http.lifespan import BackgroundTasks
+from longjobs.http.state import APIState, state_of
 from longjobs.settings import Settings
-
-
-@dataclass(frozen=True, slots=True)
-class APIState:
-    """Everything one API instance serves with; kept as ``api.state.longjobs``."""
-
-    app: App
-    settings: Settings
-    keepalive_seconds: float
-    background: BackgroundTasks = field(default_factory=BackgroundTasks)
-    closing: asyncio.Event = field(default_factory=asyncio.Event)
-    """Set when the server is shutting down: open event streams end, clients reconnect."""
-
-
-def state_of(connection: HTTPConnection) -> APIState:
-    """The state of the API that received the request (the mounted one, when mounted)."""
-    state = getattr(connection.app.state, "longjobs", None)
-    if not isinstance(state, APIState):
-        raise RuntimeError("this route must be served by an API made with create_api()")
-    return state
-
 
 # The dependencies are coroutines on purpose: FastAPI runs a plain ``def`` dependency in a
 # thread pool, a thread hop per dependency per request.

@@ -312,7 +312,7 @@ def _raise_unless_completed(job: Job) -> None:
 
 # -- kinds ---------------------------------------------------------------------------------------
 @router.get("/v1/kinds", response_model=None, responses={200: {"model": KindList}})
-async def list_kinds(app: AppDep) -> Response:
+async def list_kinds(app: AppDep, tenant: TenantDep) -> Response:
     """The registered job kinds, sorted by name, with their JSON Schemas and defaults."""
     kinds = [_kind_resource(app, app.kinds[name]) for name in sorted(app.kinds)]
     return Response(KindList(data=kinds).model_dump_json(), media_type="application/json")

@@ -51,6 +51,14 @@ CREATE TABLE IF NOT EXISTS events (
     data TEXT NOT NULL,
     PRIMARY KEY (job_num, seq)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS api_keys (
+    id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    name TEXT,
+    key_hash TEXT NOT NULL UNIQUE,
+    created_at REAL NOT NULL,
+    revoked_at REAL
+);
 CREATE TABLE IF NOT EXISTS results (
     job_num INTEGER PRIMARY KEY,
     content_type TEXT NOT NULL,
@@ -65,6 +73,21 @@ VALUES (:id, :tenant, :kind, 'pending', :priority, :input, :metadata, :max_attem
         :timeout_seconds, :result_ttl_seconds, :idempotency_key, :request_hash,
         :now, :run_at, :now)
 RETURNING num
+
+-- name: insert_api_key
+INSERT INTO api_keys (id, tenant, name, key_hash, created_at) VALUES (?, ?, ?, ?, ?)
+
+-- name: revoke_api_key
+UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL
+
+-- name: list_api_keys
+SELECT id, tenant, name, created_at, revoked_at FROM api_keys ORDER BY created_at, id
+
+-- name: authenticate
+SELECT tenant FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL
+
+-- name: has_api_keys
+SELECT EXISTS (SELECT 1 FROM api_keys)
 
 -- name: insert_event
 INSERT INTO events (job_num, seq, type, at, data) VALUES (?, ?, ?, ?, ?)

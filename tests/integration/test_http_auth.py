@@ -1,0 +1,127 @@
+"""API keys and tenants over HTTP: 401s, isolation, revocation, open mode."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from tests.integration.http_harness import Harness, open_harness, problem
+
+ROUTES = [
+    ("GET", "/v1/jobs/{id}"),
+    ("GET", "/v1/jobs"),
+    ("POST", "/v1/jobs/{id}/cancel"),
+    ("DELETE", "/v1/jobs/{id}"),
+    ("GET", "/v1/jobs/{id}/result"),
+    ("GET", "/v1/jobs/{id}/events"),
+    ("GET", "/v1/kinds"),
+    ("POST", "/v1/jobs"),
+]
+
+
+def _read_store(directory: Path) -> bytes:
+    return b"".join(path.read_bytes() for path in sorted(directory.glob("t.db*")))
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+async def keyed(h: Harness, tenant: str) -> str:
+    _record, secret = await h.app.create_api_key(tenant)
+    return secret
+
+
+async def submit_as(h: Harness, key: str) -> str:
+    body = {"kind": "echo", "input": {"text": "hi"}}
+    response = await h.client.post("/v1/jobs", json=body, headers=bearer(key))
+    assert response.status_code == 202, response.text
+    job_id: str = response.json()["id"]
+    return job_id
+
+
+async def test_open_mode_serves_the_default_tenant_without_a_key(tmp_path: Path) -> None:
+    async with open_harness(tmp_path) as h:
+        job = await h.submit()
+        response = await h.client.get(f"/v1/jobs/{job['id']}")
+
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize(("method", "path"), ROUTES)
+async def test_once_a_key_exists_every_route_needs_one(
+    tmp_path: Path, method: str, path: str
+) -> None:
+    async with open_harness(tmp_path) as h:
+        key = await keyed(h, "acme")
+        job_id = await submit_as(h, key)
+        url = path.format(id=job_id)
+        body = {"kind": "echo", "input": {"text": "x"}} if method == "POST" else None
+        missing = await h.client.request(method, url, json=body)
+        wrong = await h.client.request(method, url, json=body, headers=bearer("lj_nope"))
+        malformed = await h.client.request(
+            method, url, json=body, headers={"Authorization": "Basic abc"}
+        )
+
+    for response in (missing, wrong, malformed):
+        problem(response, 401, "unauthorized")
+        assert response.headers["www-authenticate"].startswith('Bearer realm="longjobs"')
+    assert 'error="invalid_token"' in wrong.headers["www-authenticate"]
+
+
+async def test_probes_need_no_key(tmp_path: Path) -> None:
+    async with open_harness(tmp_path) as h:
+        await keyed(h, "acme")
+        health = await h.client.get("/healthz")
+        ready = await h.client.get("/readyz")
+
+    assert health.status_code == 200
+    assert ready.status_code == 200
+
+
+async def test_another_tenants_job_is_a_404_like_a_missing_one(tmp_path: Path) -> None:
+    async with open_harness(tmp_path) as h:
+        acme, bob = await keyed(h, "acme"), await keyed(h, "bob")
+        job_id = await submit_as(h, acme)
+        answers = {
+            (method, path): await h.client.request(
+                method, path.format(id=job_id), headers=bearer(bob)
+            )
+            for method, path in ROUTES
+            if "{id}" in path
+        }
+        missing = await h.client.get("/v1/jobs/job_0123456789abcdef", headers=bearer(bob))
+        listed = await h.client.get("/v1/jobs", headers=bearer(bob))
+        still_there = await h.client.get(f"/v1/jobs/{job_id}", headers=bearer(acme))
+
+    for response in answers.values():
+        body = problem(response, 404, "job-not-found")
+        assert set(body) == set(problem(missing, 404, "job-not-found"))
+    assert listed.json()["data"] == []
+    assert still_there.json()["status"] in {"pending", "running"}
+
+
+async def test_a_revoked_key_is_refused_on_the_next_request(tmp_path: Path) -> None:
+    async with open_harness(tmp_path) as h:
+        record, secret = await h.app.create_api_key("acme", name="ci")
+        before = await h.client.get("/v1/jobs", headers=bearer(secret))
+        assert await h.app.backend.revoke_api_key(record.id)
+        after = await h.client.get("/v1/jobs", headers=bearer(secret))
+        no_key = await h.client.get("/v1/jobs")
+
+    assert before.status_code == 200
+    problem(after, 401, "unauthorized")
+    # Revoking the last key does not reopen the server.
+    problem(no_key, 401, "unauthorized")
+
+
+async def test_keys_are_stored_only_as_hashes(tmp_path: Path) -> None:
+    async with open_harness(tmp_path) as h:
+        _record, secret = await h.app.create_api_key("acme")
+        await submit_as(h, secret)
+
+    stored = await asyncio.to_thread(_read_store, tmp_path)
+    assert secret.encode() not in stored
+    assert secret.removeprefix("lj_").encode() not in stored
