@@ -140,7 +140,7 @@ def test_parse_sqlite_url_rejects_bad_urls(url: str) -> None:
 
 def _hold_the_writer(backend: SQLiteBackend, seconds: float) -> asyncio.Future[None]:
     """Keep the writer thread busy so the next writes queue up into one batch."""
-    return backend.writer.submit(lambda tx: time.sleep(seconds))
+    return backend.writer.submit(lambda tx: time.sleep(seconds), inline=False)
 
 
 async def test_a_failing_write_does_not_undo_the_rest_of_its_batch(

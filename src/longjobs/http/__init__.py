@@ -29,6 +29,7 @@ from longjobs.http.lifespan import BackgroundFunction, BackgroundTasks
 from longjobs.http.probes import router as probes_router
 from longjobs.http.problems import problem_handlers
 from longjobs.http.state import APIState
+from longjobs.http.websocket import router as websocket_router
 from longjobs.settings import Settings
 
 __all__ = ["BackgroundFunction", "LifespanHook", "close_streams", "create_api"]
@@ -97,7 +98,12 @@ def create_api(
         redirect_slashes=False,
         # The routes themselves rather than include_router(): the 405 handler lists every
         # method allowed on a path by matching the app's routes.
-        routes=[*jobs_router.routes, *events_router.routes, *probes_router.routes],
+        routes=[
+            *jobs_router.routes,
+            *events_router.routes,
+            *websocket_router.routes,
+            *probes_router.routes,
+        ],
     )
     api.state.longjobs = state
     return api

@@ -1,0 +1,89 @@
+"""``/v1/jobs/{id}/ws`` against a real server with a real WebSocket client."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from typing import Any
+
+import httpx
+import pytest
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import ClientConnection, connect
+
+from tests.acceptance.harness import LONGJOBS, ROOT, Cluster, submit
+
+pytestmark = pytest.mark.acceptance
+
+
+def ws_url(base_url: str | None, path: str) -> str:
+    assert base_url is not None
+    return base_url.replace("http://", "ws://") + path
+
+
+def frames_until_close(socket: ClientConnection) -> list[dict[str, Any]]:
+    frames = []
+    try:
+        while True:
+            frames.append(json.loads(socket.recv(timeout=30)))
+    except ConnectionClosed:
+        return frames
+
+
+def test_the_websocket_replays_and_follows_the_log_until_the_end(cluster: Cluster) -> None:
+    server = cluster.serve()
+    with httpx.Client(base_url=server.base_url or "", timeout=10) as client:
+        job_id = submit(client, "ledger_job", {"steps": 5, "step_ms": 40})
+    with connect(ws_url(server.base_url, f"/v1/jobs/{job_id}/ws")) as socket:
+        frames = frames_until_close(socket)
+        code = socket.close_code
+    with connect(ws_url(server.base_url, f"/v1/jobs/{job_id}/ws?after=2")) as socket:
+        resumed = frames_until_close(socket)
+
+    assert [f["sequence_number"] for f in frames] == list(range(len(frames)))
+    assert frames[-1]["type"] == "status"
+    assert frames[-1]["status"] == "completed"
+    assert {f["job_id"] for f in frames} == {job_id}
+    assert code == 1000
+    assert resumed == frames[3:]
+
+
+def test_a_cancel_sent_over_the_websocket_stops_the_job(cluster: Cluster) -> None:
+    server = cluster.serve()
+    with httpx.Client(base_url=server.base_url or "", timeout=10) as client:
+        job_id = submit(client, "sleepy", {"seconds": 30})
+        with connect(ws_url(server.base_url, f"/v1/jobs/{job_id}/ws")) as socket:
+            seen: list[dict[str, Any]] = []
+            while not any(f.get("status") == "running" for f in seen):
+                seen.append(json.loads(socket.recv(timeout=30)))
+            socket.send(json.dumps({"type": "cancel"}))
+            seen += frames_until_close(socket)
+        job = client.get(f"/v1/jobs/{job_id}").json()
+
+    statuses = [f["status"] for f in seen if f["type"] == "status"]
+    assert statuses[-1] == "cancelled"
+    assert job["status"] == "cancelled"
+
+
+def test_the_websocket_handshake_needs_a_key_once_keys_exist(cluster: Cluster) -> None:
+    server = cluster.serve()
+    with httpx.Client(base_url=server.base_url or "", timeout=10) as client:
+        job_id = submit(client, "ledger_job", {"steps": 1, "step_ms": 10})
+    created = subprocess.run(
+        [str(LONGJOBS), "keys", "create", "--tenant", "acme"],
+        cwd=ROOT,
+        env={"LONGJOBS_DATABASE_URL": cluster.database_url, "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    url = ws_url(server.base_url, f"/v1/jobs/{job_id}/ws")
+
+    with pytest.raises(InvalidStatus) as refused:
+        connect(url).close()
+    with pytest.raises(InvalidStatus) as foreign:  # acme cannot see the default tenant's job
+        connect(url, additional_headers={"Authorization": f"Bearer {created.stdout.strip()}"})
+
+    assert refused.value.response.status_code == 401
+    assert refused.value.response.headers["WWW-Authenticate"].startswith("Bearer")
+    assert foreign.value.response.status_code == 404
