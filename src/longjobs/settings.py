@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     )
     max_wait_seconds: float = Field(60.0, ge=0, description="cap on Prefer: wait and ?wait=")
     max_body_bytes: int = Field(1024 * 1024, gt=0, description="largest request body accepted")
+    rate_limit_per_second: float = Field(100.0, gt=0, description="requests per API key")
+    rate_limit_burst: int = Field(200, ge=1, description="requests per API key at once")
+    max_streams_per_key: int = Field(20, ge=1, description="open event streams per API key")
 
     @property
     def heartbeat_interval(self) -> float:

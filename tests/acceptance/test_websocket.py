@@ -87,3 +87,23 @@ def test_the_websocket_handshake_needs_a_key_once_keys_exist(cluster: Cluster) -
     assert refused.value.response.status_code == 401
     assert refused.value.response.headers["WWW-Authenticate"].startswith("Bearer")
     assert foreign.value.response.status_code == 404
+
+
+def test_event_streams_past_the_cap_are_refused_with_429(cluster: Cluster) -> None:
+    server = cluster.serve(env={"LONGJOBS_MAX_STREAMS_PER_KEY": "1"})
+    with httpx.Client(base_url=server.base_url or "", timeout=10) as client:
+        job_id = submit(client, "sleepy", {"seconds": 30})
+        with client.stream("GET", f"/v1/jobs/{job_id}/events") as first:
+            assert first.status_code == 200
+            lines = first.iter_lines()  # kept: dropping it would close the stream early
+            assert next(lines) == "retry: 2000"
+            second = client.get(f"/v1/jobs/{job_id}/events")
+            with pytest.raises(InvalidStatus) as refused:
+                connect(ws_url(server.base_url, f"/v1/jobs/{job_id}/ws")).close()
+        client.post(f"/v1/jobs/{job_id}/cancel")
+        after = client.get(f"/v1/jobs/{job_id}/events", headers={"Accept": "application/json"})
+
+    assert second.status_code == 429
+    assert second.headers["retry-after"] == "5"
+    assert refused.value.response.status_code == 429
+    assert after.status_code == 200

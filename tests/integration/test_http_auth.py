@@ -125,3 +125,23 @@ async def test_keys_are_stored_only_as_hashes(tmp_path: Path) -> None:
     stored = await asyncio.to_thread(_read_store, tmp_path)
     assert secret.encode() not in stored
     assert secret.removeprefix("lj_").encode() not in stored
+
+
+async def test_each_key_is_rate_limited_on_its_own(tmp_path: Path) -> None:
+    async with open_harness(tmp_path, rate_limit_per_second=0.1, rate_limit_burst=3) as h:
+        acme, bob = await keyed(h, "acme"), await keyed(h, "bob")
+        answers = [(await h.client.get("/v1/jobs", headers=bearer(acme))) for _ in range(4)]
+        other = await h.client.get("/v1/jobs", headers=bearer(bob))
+
+    assert [a.status_code for a in answers[:3]] == [200, 200, 200]
+    body = problem(answers[3], 429, "too-many-requests")
+    assert int(answers[3].headers["retry-after"]) >= 1
+    assert body["retry_after"] >= 1
+    assert other.status_code == 200
+
+
+async def test_open_mode_is_not_rate_limited(tmp_path: Path) -> None:
+    async with open_harness(tmp_path, rate_limit_per_second=0.1, rate_limit_burst=1) as h:
+        answers = [(await h.client.get("/v1/jobs")).status_code for _ in range(5)]
+
+    assert answers == [200] * 5

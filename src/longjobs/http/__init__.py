@@ -26,6 +26,7 @@ from longjobs.app import App
 from longjobs.http.events import router as events_router
 from longjobs.http.jobs import router as jobs_router
 from longjobs.http.lifespan import BackgroundFunction, BackgroundTasks
+from longjobs.http.limits import RateLimiter, StreamSlots
 from longjobs.http.probes import router as probes_router
 from longjobs.http.problems import problem_handlers
 from longjobs.http.state import APIState
@@ -73,11 +74,14 @@ def create_api(
     """
     if keepalive_seconds <= 0:
         raise ValueError("keepalive_seconds must be positive")
+    settings = settings or app.settings
     state = APIState(
         app=app,
-        settings=settings or app.settings,
+        settings=settings,
         keepalive_seconds=keepalive_seconds,
         background=BackgroundTasks(background),
+        rate_limiter=RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst),
+        streams=StreamSlots(settings.max_streams_per_key),
     )
 
     @asynccontextmanager

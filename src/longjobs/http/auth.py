@@ -14,6 +14,7 @@ from starlette.requests import HTTPConnection
 from longjobs.app import DEFAULT_TENANT
 from longjobs.http.problems import ProblemError
 from longjobs.http.state import state_of
+from longjobs.keys import key_hash
 
 _CHALLENGE = 'Bearer realm="longjobs"'
 
@@ -21,7 +22,8 @@ _CHALLENGE = 'Bearer realm="longjobs"'
 async def tenant_of(connection: HTTPConnection) -> str:
     """The caller's tenant; 401 with ``WWW-Authenticate: Bearer`` when a key is needed and
     missing, malformed, unknown or revoked."""
-    app = state_of(connection).app
+    state = state_of(connection)
+    app = state.app
     header = connection.headers.get("authorization")
     if header is None:
         backend = await app.open()
@@ -35,7 +37,16 @@ async def tenant_of(connection: HTTPConnection) -> str:
     tenant = await app.authenticate(token)
     if tenant is None:
         raise _unauthorized("the API key is not valid (unknown or revoked)", "invalid_token")
+    caller = key_hash(token)
+    connection.state.longjobs_key = caller
+    if state.rate_limiter is not None:
+        state.rate_limiter.take(caller)
     return tenant
+
+
+def caller_of(connection: HTTPConnection) -> str:
+    """Who counts against per-key limits: the key's digest, or ``open`` in open mode."""
+    return str(getattr(connection.state, "longjobs_key", "open"))
 
 
 def _unauthorized(detail: str, error: str | None) -> ProblemError:

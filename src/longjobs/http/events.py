@@ -8,9 +8,10 @@ page of events (the backend's page size) at a time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request
@@ -18,7 +19,9 @@ from starlette.responses import Response, StreamingResponse
 
 from longjobs.app import App
 from longjobs.errors import JobNotFound, StorageError
+from longjobs.http.auth import caller_of
 from longjobs.http.dependencies import StateDep, TenantDep
+from longjobs.http.limits import StreamSlots
 from longjobs.http.problems import PROBLEM_JSON
 from longjobs.models import Event
 from longjobs.schemas import EventList, Problem
@@ -76,6 +79,9 @@ async def job_events(
     job = await app.get(job_id, tenant=tenant)
     if job.is_terminal and not await _page_after(app, job_id, cursor, tenant):
         return Response(status_code=204)
+    caller = caller_of(request)
+    if state.streams is not None:
+        state.streams.check(caller)
     frames = sse_stream(
         app,
         job_id,
@@ -83,6 +89,7 @@ async def job_events(
         tenant=tenant,
         keepalive=state.keepalive_seconds,
         closing=state.closing,
+        slots=(state.streams, caller) if state.streams is not None else None,
     )
     return StreamingResponse(frames, media_type="text/event-stream", headers=_STREAM_HEADERS)
 
@@ -120,6 +127,7 @@ async def sse_stream(
     tenant: str,
     keepalive: float,
     closing: asyncio.Event | None = None,
+    slots: tuple[StreamSlots, str] | None = None,
 ) -> AsyncIterator[bytes]:
     """The SSE body: ``retry:``, the frames of the events after ``after`` followed live until the
     terminal status event, and ``: keepalive`` whenever ``keepalive`` seconds pass in silence.
@@ -127,6 +135,21 @@ async def sse_stream(
     Ends quietly if the job is deleted, the store fails mid-stream or ``closing`` is set (the
     server is shutting down); the client reconnects with ``Last-Event-ID`` and loses nothing.
     """
+    frames = _sse_frames(app, job_id, after, tenant, keepalive, closing)
+    with slots[0].hold(slots[1]) if slots else contextlib.nullcontext():
+        async with contextlib.aclosing(frames):
+            async for frame in frames:
+                yield frame
+
+
+async def _sse_frames(
+    app: App,
+    job_id: str,
+    after: int,
+    tenant: str,
+    keepalive: float,
+    closing: asyncio.Event | None,
+) -> AsyncGenerator[bytes, None]:
     yield f"retry: {RETRY_MILLISECONDS}\n\n".encode()
     events = app.events(job_id, after=after, tenant=tenant, follow=True)
     pending: asyncio.Task[Event | None] | None = None

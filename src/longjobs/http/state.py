@@ -9,6 +9,7 @@ from starlette.requests import HTTPConnection
 
 from longjobs.app import App
 from longjobs.http.lifespan import BackgroundTasks
+from longjobs.http.limits import RateLimiter, StreamSlots
 from longjobs.settings import Settings
 
 
@@ -21,6 +22,8 @@ class APIState:
     keepalive_seconds: float
     background: BackgroundTasks = field(default_factory=BackgroundTasks)
     closing: asyncio.Event = field(default_factory=asyncio.Event)
+    rate_limiter: RateLimiter | None = None
+    streams: StreamSlots | None = None
     """Set when the server is shutting down: open event streams end, clients reconnect."""
 
 

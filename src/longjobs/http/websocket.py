@@ -20,7 +20,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from longjobs.app import App
 from longjobs.errors import JobNotFound, StorageError
-from longjobs.http.auth import tenant_of
+from longjobs.http.auth import caller_of, tenant_of
 from longjobs.http.problems import ProblemError, problem_response
 from longjobs.http.state import state_of
 
@@ -33,23 +33,28 @@ _MAX_SEQUENCE = 2**63 - 2
 
 @router.websocket("/v1/jobs/{job_id}/ws")
 async def job_websocket(websocket: WebSocket, job_id: str) -> None:
-    app = state_of(websocket).app
+    state = state_of(websocket)
+    app = state.app
     try:
         tenant = await tenant_of(websocket)
         after = _after(websocket.query_params.get("after"))
         await app.get(job_id, tenant=tenant)
+        if state.streams is not None:
+            state.streams.check(caller_of(websocket))
     except ProblemError as exc:
         return await _deny(websocket, exc)
     except JobNotFound:
         return await _deny(websocket, ProblemError("job-not-found", f"job {job_id!r} not found"))
-    await websocket.accept()
-    listener = asyncio.create_task(_listen(websocket, app, job_id, tenant))
-    try:
-        await _send_events(websocket, app, job_id, tenant, after)
-    finally:
-        listener.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await listener
+    slot = state.streams.hold(caller_of(websocket)) if state.streams else contextlib.nullcontext()
+    with slot:
+        await websocket.accept()
+        listener = asyncio.create_task(_listen(websocket, app, job_id, tenant))
+        try:
+            await _send_events(websocket, app, job_id, tenant, after)
+        finally:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
 
 
 def _after(value: str | None) -> int:

@@ -1,0 +1,80 @@
+"""Per-key limits of one API process: a request rate (token bucket) and concurrent streams.
+
+Counted in this process's memory: with several API processes, each enforces its own share.
+Open mode (no API keys) is not rate limited: it serves only loopback unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from longjobs.http.problems import ProblemError
+
+
+@dataclass(slots=True)
+class _Bucket:
+    tokens: float
+    at: float
+
+
+@dataclass(slots=True)
+class RateLimiter:
+    """``rate`` requests per second per key, with bursts of up to ``burst``."""
+
+    rate: float
+    burst: float
+    _buckets: dict[str, _Bucket] = field(default_factory=dict)
+
+    def take(self, key: str) -> None:
+        """Spend one token of ``key``; ProblemError 429 with ``Retry-After`` when none is left."""
+        now = time.monotonic()
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            if len(self._buckets) > 100_000:  # keys come and go: forget the full ones
+                self._buckets = {k: b for k, b in self._buckets.items() if b.tokens < self.burst}
+            bucket = self._buckets[key] = _Bucket(self.burst, now)
+        bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.at) * self.rate)
+        bucket.at = now
+        if bucket.tokens < 1.0:
+            wait = (1.0 - bucket.tokens) / self.rate
+            raise ProblemError(
+                "too-many-requests",
+                f"over {self.rate:g} requests per second for this API key",
+                retry_after=max(1, math.ceil(wait)),
+            )
+        bucket.tokens -= 1.0
+
+
+@dataclass(slots=True)
+class StreamSlots:
+    """At most ``limit`` open event streams (SSE and WebSocket) per key."""
+
+    limit: int
+    _open: dict[str, int] = field(default_factory=dict)
+
+    def check(self, key: str) -> None:
+        """ProblemError 429 when ``key`` has no stream slot left."""
+        count = self._open.get(key, 0)
+        if count >= self.limit:
+            raise ProblemError(
+                "too-many-requests",
+                f"this API key already has {count} open event streams (the limit is {self.limit})",
+                retry_after=5,
+            )
+
+    @contextmanager
+    def hold(self, key: str) -> Iterator[None]:
+        """A slot for one stream while the block runs (``check`` first to refuse politely)."""
+        self._open[key] = self._open.get(key, 0) + 1
+        try:
+            yield
+        finally:
+            remaining = self._open[key] - 1
+            if remaining:
+                self._open[key] = remaining
+            else:
+                del self._open[key]

@@ -1,0 +1,44 @@
+"""The per-key limits of an API process."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from longjobs.http.limits import RateLimiter, StreamSlots
+from longjobs.http.problems import ProblemError
+
+
+def test_a_key_gets_its_burst_then_a_429_with_retry_after() -> None:
+    limiter = RateLimiter(rate=0.5, burst=3)
+    for _ in range(3):
+        limiter.take("a")
+
+    with pytest.raises(ProblemError) as refused:
+        limiter.take("a")
+
+    assert refused.value.slug == "too-many-requests"
+    assert refused.value.extra["retry_after"] == 2  # one token per 2 s
+    limiter.take("b")  # other keys are not affected
+
+
+def test_tokens_come_back_at_the_rate() -> None:
+    limiter = RateLimiter(rate=1000, burst=1)
+    limiter.take("a")
+    time.sleep(0.01)  # 10 tokens' worth, capped at the burst of 1
+
+    limiter.take("a")
+    with pytest.raises(ProblemError):
+        limiter.take("a")
+
+
+def test_stream_slots_are_held_while_streams_are_open() -> None:
+    slots = StreamSlots(limit=2)
+    with slots.hold("a"), slots.hold("a"):
+        with pytest.raises(ProblemError) as refused:
+            slots.check("a")
+        slots.check("b")
+    slots.check("a")
+
+    assert refused.value.slug == "too-many-requests"
