@@ -38,6 +38,7 @@ class Settings(BaseSettings):
     rate_limit_per_second: float = Field(100.0, gt=0, description="requests per API key")
     rate_limit_burst: int = Field(200, ge=1, description="requests per API key at once")
     max_streams_per_key: int = Field(20, ge=1, description="open event streams per API key")
+    max_pending_jobs: int = Field(100_000, ge=1, description="pending jobs per tenant")
 
     @property
     def heartbeat_interval(self) -> float:

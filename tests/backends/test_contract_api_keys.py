@@ -1,4 +1,5 @@
-"""API keys in every backend: stored by hash, revoked at once, never reopening the server."""
+"""API keys and pending counts in every backend: keys stored by hash, revoked at once,
+never reopening the server."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import pytest
 from longjobs.backends.base import Backend
 from longjobs.errors import StorageError
 from longjobs.keys import key_hash, new_api_key
+from tests.backends.contract import make_job
 
 
 async def test_a_key_authenticates_its_tenant_until_revoked(backend: Backend) -> None:
@@ -58,3 +60,14 @@ async def test_the_same_secret_cannot_be_stored_twice(backend: Backend) -> None:
     with pytest.raises(StorageError):
         await backend.create_api_key(other, key_hash(secret))
     assert await backend.authenticate(key_hash(secret)) == "acme"
+
+
+async def test_pending_jobs_are_counted_per_tenant_up_to_a_limit(backend: Backend) -> None:
+    for _ in range(4):
+        await backend.create_job(make_job(tenant="acme"))
+    await backend.create_job(make_job(tenant="bob"))
+
+    assert await backend.count_pending("acme", limit=10) == 4
+    assert await backend.count_pending("acme", limit=2) == 2
+    assert await backend.count_pending("bob", limit=10) == 1
+    assert await backend.count_pending("nobody", limit=10) == 0

@@ -145,3 +145,19 @@ async def test_open_mode_is_not_rate_limited(tmp_path: Path) -> None:
         answers = [(await h.client.get("/v1/jobs")).status_code for _ in range(5)]
 
     assert answers == [200] * 5
+
+
+async def test_a_tenant_at_its_pending_limit_gets_429_and_others_do_not(tmp_path: Path) -> None:
+    async with open_harness(tmp_path, max_pending_jobs=3) as h:
+        acme, bob = await keyed(h, "acme"), await keyed(h, "bob")
+        for _ in range(3):
+            await submit_as(h, acme)
+        body = {"kind": "echo", "input": {"text": "one too many"}}
+        refused = await h.client.post("/v1/jobs", json=body, headers=bearer(acme))
+        other = await h.client.post("/v1/jobs", json=body, headers=bearer(bob))
+        listed = await h.client.get("/v1/jobs", headers=bearer(acme))
+
+    problem(refused, 429, "too-many-requests")
+    assert refused.headers["retry-after"] == "5"
+    assert other.status_code == 202
+    assert len(listed.json()["data"]) == 3  # nothing was created by the refused submission

@@ -213,6 +213,9 @@ class Backend(Protocol):
     async def cancel_requests(self, worker: str) -> frozenset[str]:
         """Ids of the jobs ``worker`` holds that were asked to cancel (a read, no lease change)."""
 
+    async def count_pending(self, tenant: str, *, limit: int) -> int:
+        """How many of the tenant's jobs are pending, counting no further than ``limit``."""
+
     async def create_api_key(self, key: ApiKey, key_hash: str) -> None:
         """Store a new key by the SHA-256 (hex) of its secret."""
 

@@ -366,6 +366,10 @@ class MemoryBackend:
         rec = self._visible(tenant, job_id)
         return None if rec is None else rec.events[max(0, after + 1) : after + 1 + limit]
 
+    async def count_pending(self, tenant: str, *, limit: int) -> int:
+        pending = (r for r in self._jobs.values() if r.new.tenant == tenant)
+        return min(limit, sum(1 for r in pending if r.status is Status.PENDING))
+
     # -- API keys ------------------------------------------------------------------------
     async def create_api_key(self, key: ApiKey, key_hash: str) -> None:
         if key_hash in self._key_hashes or any(k.id == key.id for k in self._keys.values()):

@@ -481,6 +481,12 @@ class SQLiteBackend:
 
         return await self.readers.run(op)
 
+    async def count_pending(self, tenant: str, *, limit: int) -> int:
+        def op(conn: sqlite3.Connection) -> int:
+            return int(conn.execute(Q["count_pending"], (tenant, limit)).fetchone()[0])
+
+        return await self.readers.run(op)
+
     # -- API keys ------------------------------------------------------------------------
     async def create_api_key(self, key: ApiKey, key_hash: str) -> None:
         row = (key.id, key.tenant, key.name, key_hash, key.created_at)

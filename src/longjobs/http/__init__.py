@@ -26,7 +26,7 @@ from longjobs.app import App
 from longjobs.http.events import router as events_router
 from longjobs.http.jobs import router as jobs_router
 from longjobs.http.lifespan import BackgroundFunction, BackgroundTasks
-from longjobs.http.limits import RateLimiter, StreamSlots
+from longjobs.http.limits import PendingGate, RateLimiter, StreamSlots
 from longjobs.http.probes import router as probes_router
 from longjobs.http.problems import problem_handlers
 from longjobs.http.state import APIState
@@ -82,6 +82,7 @@ def create_api(
         background=BackgroundTasks(background),
         rate_limiter=RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst),
         streams=StreamSlots(settings.max_streams_per_key),
+        pending=PendingGate(settings.max_pending_jobs),
     )
 
     @asynccontextmanager

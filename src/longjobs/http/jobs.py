@@ -8,7 +8,8 @@ from fastapi import APIRouter, Header, Query, Request
 from starlette.responses import Response
 
 from longjobs.app import App, JobKind, request_hash
-from longjobs.http.dependencies import AppDep, SettingsDep, TenantDep
+from longjobs.http.dependencies import AppDep, SettingsDep, StateDep, TenantDep
+from longjobs.http.limits import PendingGate
 from longjobs.http.problems import ProblemError, problem_response
 from longjobs.http.submission import Preferences, parse_json, parse_submission, read_body
 from longjobs.models import Job, Status
@@ -121,6 +122,7 @@ async def submit_job(
     request: Request,
     app: AppDep,
     settings: SettingsDep,
+    state: StateDep,
     tenant: TenantDep,
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255)] = None,
 ) -> Response:
@@ -132,6 +134,8 @@ async def submit_job(
     """
     submission = parse_submission(parse_json(await read_body(request, settings.max_body_bytes)))
     preferences = Preferences.parse(request.headers.getlist("prefer"))  # before the commit
+    if state.pending is not None:
+        await _admit(app, state.pending, tenant)
     job, created = await app.submit_idempotent(
         submission.kind,
         submission.input,
@@ -153,6 +157,11 @@ async def submit_job(
         headers["Preference-Applied"] = ", ".join(applied)
     status_code = 200 if not created or job.is_terminal else 202
     return job_response(request, settings, job, status_code=status_code, headers=headers)
+
+
+async def _admit(app: App, gate: PendingGate, tenant: str) -> None:
+    backend = await app.open()
+    await gate.admit(tenant, lambda: backend.count_pending(tenant, limit=gate.limit))
 
 
 def _hash(submission: SubmitRequest) -> str:

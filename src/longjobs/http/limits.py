@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -47,6 +47,32 @@ class RateLimiter:
                 retry_after=max(1, math.ceil(wait)),
             )
         bucket.tokens -= 1.0
+
+
+@dataclass(slots=True)
+class PendingGate:
+    """At most ``limit`` pending jobs per tenant. The count is read from the store at most once
+    a second per tenant and advanced locally in between, so it costs one bounded read per second
+    rather than one per submission (and may let through a second's worth past the limit)."""
+
+    limit: int
+    max_age: float = 1.0
+    _known: dict[str, tuple[int, float]] = field(default_factory=dict)
+
+    async def admit(self, tenant: str, count: Callable[[], Awaitable[int]]) -> None:
+        """Count one more submission; ProblemError 429 when the tenant is at its limit."""
+        now = time.monotonic()
+        pending, checked = self._known.get(tenant, (0, -math.inf))
+        if now - checked > self.max_age:
+            pending, checked = await count(), now
+        if pending >= self.limit:
+            self._known[tenant] = (pending, checked)
+            raise ProblemError(
+                "too-many-requests",
+                f"this tenant already has {self.limit} pending jobs: wait for some to run",
+                retry_after=5,
+            )
+        self._known[tenant] = (pending + 1, checked)
 
 
 @dataclass(slots=True)

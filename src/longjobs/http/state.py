@@ -9,7 +9,7 @@ from starlette.requests import HTTPConnection
 
 from longjobs.app import App
 from longjobs.http.lifespan import BackgroundTasks
-from longjobs.http.limits import RateLimiter, StreamSlots
+from longjobs.http.limits import PendingGate, RateLimiter, StreamSlots
 from longjobs.settings import Settings
 
 
@@ -24,6 +24,7 @@ class APIState:
     closing: asyncio.Event = field(default_factory=asyncio.Event)
     rate_limiter: RateLimiter | None = None
     streams: StreamSlots | None = None
+    pending: PendingGate | None = None
     """Set when the server is shutting down: open event streams end, clients reconnect."""
 
 

@@ -74,6 +74,9 @@ VALUES (:id, :tenant, :kind, 'pending', :priority, :input, :metadata, :max_attem
         :now, :run_at, :now)
 RETURNING num
 
+-- name: count_pending
+SELECT count(*) FROM (SELECT 1 FROM jobs WHERE status = 'pending' AND tenant = ? LIMIT ?)
+
 -- name: insert_api_key
 INSERT INTO api_keys (id, tenant, name, key_hash, created_at) VALUES (?, ?, ?, ?, ?)
 
