@@ -17,12 +17,13 @@ import socket
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 from pydantic import ValidationError
 
 from longjobs.app import App
+from longjobs.cli_keys import keys, run_command
 from longjobs.errors import LongjobsError
 
 log = logging.getLogger("longjobs")
@@ -92,16 +93,6 @@ def _run(main: Coroutine[Any, Any, None]) -> None:
             runner.run(main)
 
 
-T = TypeVar("T")
-
-
-def _run_result(main: Coroutine[Any, Any, T]) -> T:
-    try:
-        return asyncio.run(main)
-    except LongjobsError as exc:
-        raise click.ClickException(str(exc)) from None
-
-
 def _has_api_keys(app: App) -> bool:
     if app.database_url.startswith("sqlite:"):  # do not create a file just to look inside
         from longjobs.backends.sqlite import parse_sqlite_url
@@ -113,7 +104,7 @@ def _has_api_keys(app: App) -> bool:
         async with app:
             return await app.backend.has_api_keys()
 
-    return _run_result(look())
+    return run_command(look())
 
 
 def _configure_logging(level: str) -> None:
@@ -344,9 +335,7 @@ async def _work(app: App, concurrency: int | None) -> None:
         await app.close()
 
 
-from longjobs.cli_keys import keys  # noqa: E402 - the group registers on cli, defined above
-
-cli.add_command(keys)
+cli.add_command(keys)  # longjobs keys ...
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -17,7 +17,8 @@ from longjobs.errors import LongjobsError
 T = TypeVar("T")
 
 
-def _run(main: Coroutine[Any, Any, T]) -> T:
+def run_command(main: Coroutine[Any, Any, T]) -> T:
+    """Run a command's coroutine; a LongjobsError becomes one line and exit 1."""
     try:
         return asyncio.run(main)
     except LongjobsError as exc:
@@ -55,7 +56,7 @@ def keys_create(tenant: str, name: str | None, database_url: str, as_json: bool)
             record, secret = await app.create_api_key(tenant, name=name)
             return record.id, secret
 
-    key_id, secret = _run(create())
+    key_id, secret = run_command(create())
     if as_json:
         click.echo(json.dumps({"id": key_id, "tenant": tenant, "key": secret}))
     else:
@@ -80,7 +81,7 @@ def keys_ls(database_url: str, as_json: bool) -> None:
             "created_at": _iso(key.created_at),
             "revoked_at": None if key.revoked_at is None else _iso(key.revoked_at),
         }
-        for key in _run(listing())
+        for key in run_command(listing())
     ]
     if as_json:
         click.echo(json.dumps(rows))
@@ -101,7 +102,7 @@ def keys_revoke(key_id: str, database_url: str) -> None:
         async with App(database_url) as app:
             return await app.backend.revoke_api_key(key_id)
 
-    if not _run(revoke()):
+    if not run_command(revoke()):
         raise click.ClickException(f"no active key {key_id!r}")
     click.echo(f"revoked {key_id}")
 
