@@ -25,6 +25,7 @@ from typing import Any, TypeVar, get_type_hints, overload
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError
 
+from longjobs import metrics
 from longjobs.backends import open_backend
 from longjobs.backends.base import ApiKey, Backend, Completed, Failed, NewJob, StoredResult
 from longjobs.errors import ConfigurationError, InvalidInput, JobNotFound, UnknownKind
@@ -304,7 +305,10 @@ class App:
             body_hash=body_hash,
         )
         backend = await self.open()
-        return await backend.create_job(new)
+        job, created = await backend.create_job(new)
+        if created:
+            metrics.SUBMITTED.labels(kind).inc()
+        return job, created
 
     def prepare(
         self,
@@ -351,7 +355,9 @@ class App:
         """Validate and enqueue many jobs of one kind in a single transaction."""
         new = [self.prepare(kind, value, tenant=tenant) for value in inputs]
         backend = await self.open()
-        return await backend.create_jobs(new)
+        jobs = await backend.create_jobs(new)
+        metrics.SUBMITTED.labels(kind).inc(len(jobs))
+        return jobs
 
     async def get(self, job_id: str, *, tenant: str = DEFAULT_TENANT) -> Job:
         """The job; raises JobNotFound for a missing id or another tenant's job."""

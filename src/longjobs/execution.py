@@ -37,6 +37,8 @@ class RunningJob:
     ctx: Context
     lease_renewed_at: float
     """Monotonic time of the claim or the last heartbeat that renewed this lease."""
+    started: float = 0.0
+    """Monotonic time the worker started this attempt."""
     task: asyncio.Task[None] | None = None
     finishing: bool = False
     stop_reason: str | None = None

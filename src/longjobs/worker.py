@@ -30,8 +30,9 @@ import time
 from collections.abc import Awaitable
 from typing import Any
 
+from longjobs import metrics
 from longjobs.app import App, JobKind
-from longjobs.backends.base import Backend, Cancelled, Failed, Finish, Outcome
+from longjobs.backends.base import Backend, Cancelled, Completed, Failed, Finish, Outcome
 from longjobs.batching import Batcher
 from longjobs.context import Context
 from longjobs.errors import StorageError
@@ -52,6 +53,14 @@ log = logging.getLogger("longjobs.worker")
 
 _IDLE_CLAIM_SECONDS = 1.0  # delayed jobs and retries become due without a notification
 _FINISH_RETRIES = (0.5, 1.0, 2.0, 4.0, 8.0)
+
+
+def _count_finish(entry: RunningJob, outcome: Outcome) -> None:
+    status = {Completed: "completed", Cancelled: "cancelled"}.get(type(outcome), "failed")
+    if isinstance(outcome, Failed) and outcome.retry_in is not None:
+        status = "retried"
+    metrics.FINISHED.labels(entry.job.kind, status).inc()
+    metrics.DURATION.labels(entry.job.kind).observe(time.monotonic() - entry.started)
 
 
 def _stopped(kind: JobKind, entry: RunningJob) -> Outcome | None:
@@ -173,8 +182,13 @@ class Worker:
             kind=self.app.kinds.get(job.kind),
             ctx=Context(job, deadline_ts=deadline),
             lease_renewed_at=time.monotonic(),
+            started=time.monotonic(),
         )
         self.running[job.id] = entry
+        metrics.RUNNING.inc()
+        if job.started_at is not None and job.run_at is not None:
+            wait = (job.started_at - job.run_at).total_seconds()
+            metrics.QUEUE_WAIT.labels(job.kind).observe(max(0.0, wait))
         entry.task = asyncio.create_task(self._run_job(entry), name=f"longjobs:{job.id}")
         if timeout:
             loop = asyncio.get_running_loop()
@@ -195,6 +209,7 @@ class Worker:
         finally:
             if entry.timer is not None:
                 entry.timer.cancel()
+            metrics.RUNNING.dec()
             self._forget(entry)
 
     def _forget(self, entry: RunningJob) -> None:
@@ -256,6 +271,8 @@ class Worker:
                 break
             if not accepted:
                 log.warning("lease_lost: the result of %s was not recorded", job.id)
+            else:
+                _count_finish(entry, outcome)
             return
         log.error("could not record %s: releasing it to run again", job.id)
         with contextlib.suppress(Exception):

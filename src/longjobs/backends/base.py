@@ -213,6 +213,9 @@ class Backend(Protocol):
     async def cancel_requests(self, worker: str) -> frozenset[str]:
         """Ids of the jobs ``worker`` holds that were asked to cancel (a read, no lease change)."""
 
+    async def job_counts(self) -> dict[tuple[str, str], int]:
+        """How many jobs there are by ``(status, kind)``, all tenants (for metrics)."""
+
     async def count_pending(self, tenant: str, *, limit: int) -> int:
         """How many of the tenant's jobs are pending, counting no further than ``limit``."""
 

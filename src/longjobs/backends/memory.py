@@ -366,6 +366,13 @@ class MemoryBackend:
         rec = self._visible(tenant, job_id)
         return None if rec is None else rec.events[max(0, after + 1) : after + 1 + limit]
 
+    async def job_counts(self) -> dict[tuple[str, str], int]:
+        counts: dict[tuple[str, str], int] = {}
+        for rec in self._jobs.values():
+            key = (rec.status.value, rec.new.kind)
+            counts[key] = counts.get(key, 0) + 1
+        return counts
+
     async def count_pending(self, tenant: str, *, limit: int) -> int:
         pending = (r for r in self._jobs.values() if r.new.tenant == tenant)
         return min(limit, sum(1 for r in pending if r.status is Status.PENDING))

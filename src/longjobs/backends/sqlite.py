@@ -481,6 +481,13 @@ class SQLiteBackend:
 
         return await self.readers.run(op)
 
+    async def job_counts(self) -> dict[tuple[str, str], int]:
+        def op(conn: sqlite3.Connection) -> dict[tuple[str, str], int]:
+            rows = conn.execute(Q["job_counts"]).fetchall()
+            return {(row["status"], row["kind"]): int(row["n"]) for row in rows}
+
+        return await self.readers.run(op)
+
     async def count_pending(self, tenant: str, *, limit: int) -> int:
         def op(conn: sqlite3.Connection) -> int:
             return int(conn.execute(Q["count_pending"], (tenant, limit)).fetchone()[0])

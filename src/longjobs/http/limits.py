@@ -82,6 +82,10 @@ class StreamSlots:
     limit: int
     _open: dict[str, int] = field(default_factory=dict)
 
+    @property
+    def open_count(self) -> int:
+        return sum(self._open.values())
+
     def check(self, key: str) -> None:
         """ProblemError 429 when ``key`` has no stream slot left."""
         count = self._open.get(key, 0)

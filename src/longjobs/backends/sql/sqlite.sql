@@ -74,6 +74,9 @@ VALUES (:id, :tenant, :kind, 'pending', :priority, :input, :metadata, :max_attem
         :now, :run_at, :now)
 RETURNING num
 
+-- name: job_counts
+SELECT status, kind, count(*) AS n FROM jobs GROUP BY status, kind
+
 -- name: count_pending
 SELECT count(*) FROM (SELECT 1 FROM jobs WHERE status = 'pending' AND tenant = ? LIMIT ?)
 
