@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     rate_limit_burst: int = Field(200, ge=1, description="requests per API key at once")
     max_streams_per_key: int = Field(20, ge=1, description="open event streams per API key")
     max_pending_jobs: int = Field(100_000, ge=1, description="pending jobs per tenant")
+    stream_send_timeout: float = Field(
+        10.0, gt=0, description="a stream client this slow is dropped"
+    )
 
     @property
     def heartbeat_interval(self) -> float:

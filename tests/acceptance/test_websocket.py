@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
+import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -107,3 +110,39 @@ def test_event_streams_past_the_cap_are_refused_with_429(cluster: Cluster) -> No
     assert second.headers["retry-after"] == "5"
     assert refused.value.response.status_code == 429
     assert after.status_code == 200
+
+
+def test_a_client_that_never_reads_is_dropped_and_frees_its_stream(cluster: Cluster) -> None:
+    env = {"LONGJOBS_MAX_STREAMS_PER_KEY": "1", "LONGJOBS_STREAM_SEND_TIMEOUT": "1"}
+    server = cluster.serve(env=env)
+    assert server.base_url is not None
+    host, port = server.base_url.removeprefix("http://").split(":")
+    with httpx.Client(base_url=server.base_url, timeout=10) as client:
+        job_id = submit(client, "flood", {"megabytes": 24})
+        stuck = socket.socket()
+        stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stuck.connect((host, int(port)))
+        stuck.sendall(f"GET /v1/jobs/{job_id}/events HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        try:  # the stuck client holds the only stream slot until the server drops it
+            held = _wait_for_stream_answer(client, job_id, lambda code: code == 429)
+            freed = _wait_for_stream_answer(client, job_id, lambda code: code != 429)
+        finally:
+            stuck.close()
+        client.post(f"/v1/jobs/{job_id}/cancel")
+
+    assert held == 429
+    assert freed == 200  # the slot came back: the client that never read was dropped
+    assert server.alive
+
+
+def _wait_for_stream_answer(
+    client: httpx.Client, job_id: str, wanted: Callable[[int], bool]
+) -> int:
+    """Open (and at once close) event streams until the status code is ``wanted``."""
+    deadline = time.monotonic() + 60
+    while True:
+        with client.stream("GET", f"/v1/jobs/{job_id}/events") as probe:
+            code = probe.status_code  # a 200 stream is left unread and closed
+        if wanted(code) or time.monotonic() > deadline:
+            return code
+        time.sleep(0.2)

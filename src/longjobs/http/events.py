@@ -12,10 +12,11 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
 from starlette.responses import Response, StreamingResponse
+from starlette.types import Message, Send
 
 from longjobs.app import App
 from longjobs.errors import JobNotFound, StorageError
@@ -91,7 +92,40 @@ async def job_events(
         closing=state.closing,
         slots=(state.streams, caller) if state.streams is not None else None,
     )
-    return StreamingResponse(frames, media_type="text/event-stream", headers=_STREAM_HEADERS)
+    return EventStreamResponse(
+        frames,
+        send_timeout=state.settings.stream_send_timeout,
+        media_type="text/event-stream",
+        headers=_STREAM_HEADERS,
+    )
+
+
+class EventStreamResponse(StreamingResponse):
+    """A stream that drops a client which stops reading: when one frame cannot be handed to the
+    connection within ``send_timeout`` seconds (its buffers are full), the stream ends, the
+    connection is closed and the slot is freed. Memory per connection stays bounded by those
+    buffers and one page of events; the job is not affected."""
+
+    def __init__(self, content: AsyncIterator[bytes], *, send_timeout: float, **kwargs: Any):
+        super().__init__(content, **kwargs)
+        self.send_timeout = send_timeout
+
+    async def stream_response(self, send: Send) -> None:
+        async def bounded_send(message: Message) -> None:
+            try:
+                await asyncio.wait_for(send(message), self.send_timeout)
+            except TimeoutError:
+                raise _SlowClient from None
+
+        try:
+            await super().stream_response(bounded_send)
+        except _SlowClient:
+            logger.warning("dropped an event stream client that read nothing for %ss",
+                           self.send_timeout)  # fmt: skip
+
+
+class _SlowClient(Exception):
+    """A frame could not be sent in time."""
 
 
 def _wants_json(accept: str) -> bool:

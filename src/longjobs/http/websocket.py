@@ -50,7 +50,8 @@ async def job_websocket(websocket: WebSocket, job_id: str) -> None:
         await websocket.accept()
         listener = asyncio.create_task(_listen(websocket, app, job_id, tenant))
         try:
-            await _send_events(websocket, app, job_id, tenant, after)
+            timeout = state.settings.stream_send_timeout
+            await _send_events(websocket, app, job_id, tenant, after, timeout)
         finally:
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -74,14 +75,18 @@ async def _deny(websocket: WebSocket, problem: ProblemError) -> None:
 
 
 async def _send_events(
-    websocket: WebSocket, app: App, job_id: str, tenant: str, after: int
+    websocket: WebSocket, app: App, job_id: str, tenant: str, after: int, timeout: float
 ) -> None:
+    """Send the events; a client that cannot take one within ``timeout`` seconds is dropped."""
     try:
         async for event in app.events(job_id, after=after, tenant=tenant, follow=True):
-            await websocket.send_text(json.dumps(event.to_wire(), separators=(",", ":")))
+            text = json.dumps(event.to_wire(), separators=(",", ":"))
+            await asyncio.wait_for(websocket.send_text(text), timeout)
         await websocket.close(code=1000)
     except (WebSocketDisconnect, RuntimeError):
         return  # the client went away (RuntimeError: sending after the close)
+    except TimeoutError:
+        logger.warning("dropped a WebSocket client that read nothing for %ss", timeout)
     except (JobNotFound, StorageError) as exc:
         logger.warning("websocket of %s ended early: %s", job_id, type(exc).__name__)
         with contextlib.suppress(RuntimeError):

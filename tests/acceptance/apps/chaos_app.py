@@ -126,3 +126,19 @@ async def exit_process(ctx: Context) -> None:
     """A poison job: takes its whole worker process down with it, on every attempt."""
     _record(ctx, "start")
     os._exit(1)
+
+
+class FloodIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    megabytes: int = Field(ge=1, le=64)
+
+
+@app.job
+async def flood(ctx: Context, params: FloodIn) -> None:
+    """Streams ``megabytes`` of output at once, then waits to be cancelled (a stream stays open)."""
+    chunk = "x" * (256 * 1024)
+    for _ in range(params.megabytes * 4):
+        await ctx.output(delta=chunk)
+        await asyncio.sleep(0.06)  # one event per flush
+    await asyncio.sleep(3600)
