@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import sqlite3
 import time
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 from longjobs.backends.base import (
     ApiKey,
@@ -29,7 +27,6 @@ from longjobs.backends.base import (
     Sweep,
 )
 from longjobs.backends.notify import ANY_JOB, WORK, Notifier, Wake, Watch, cancel_key, job_key
-from longjobs.backends.queries import load_queries
 from longjobs.backends.rows import (
     ATTEMPT,
     ID,
@@ -45,66 +42,29 @@ from longjobs.backends.rows import (
     status_event,
 )
 from longjobs.backends.settle import settle
-from longjobs.backends.sqlite_db import Readers, Tx, Writer, connect, is_busy
+from longjobs.backends.sqlite_db import Readers, Tx, Writer
+from longjobs.backends.sqlite_sql import (
+    PENDING_EVENT,
+    SCHEMA_VERSION,
+    Q,
+    create_schema,
+    insert_status,
+    job_rows,
+    parse_sqlite_url,
+    running_event,
+    sweep_expired,
+)
 from longjobs.errors import (
-    ConfigurationError,
     IdempotencyConflict,
-    SchemaVersionError,
     StorageUnavailable,
 )
-from longjobs.models import Event, Job, JobError, Page, Status
+from longjobs.models import Event, Job, Page, Status
 from longjobs.settings import Settings
 
-Q = {name: sql.replace("$job_columns", JOB_SELECT) for name, sql in load_queries("sqlite").items()}
-SCHEMA_VERSION = 2  # 2: api_keys
-_PENDING_EVENT = status_event(Status.PENDING, 0)
+__all__ = ["SCHEMA_VERSION", "SQLiteBackend", "parse_sqlite_url"]
+
 _INLINE_BATCH = 16  # larger bulk writes go to the writer thread, not the event loop
 _DUE_CHECK_SECONDS = 0.25  # how late a delayed job or a retry may start on an idle worker
-
-
-def _statements(script: str) -> list[str]:
-    """Split a script into complete statements (semicolons in comments are no boundary)."""
-    statements, buffer = [], ""
-    for line in script.splitlines(keepends=True):
-        buffer += line
-        if sqlite3.complete_statement(buffer):
-            statements.append(buffer.strip())
-            buffer = ""
-    return statements
-
-
-def _running_event(attempt: int) -> str:
-    return f'{{"status":"running","attempt":{int(attempt)}}}'
-
-
-_SYNCHRONOUS = {"off", "normal", "full", "extra"}
-
-
-def parse_sqlite_url(url: str) -> tuple[str, str]:
-    """``sqlite:///relative.db``, ``sqlite:////abs/path.db`` → (path, synchronous mode)."""
-    parts = urlsplit(url)
-    path = parts.path[1:] if parts.path.startswith("/") else parts.path
-    if parts.netloc or not path:
-        raise ConfigurationError(f"invalid SQLite URL {url!r}: use sqlite:///path/to/file.db")
-    query = parse_qs(parts.query, keep_blank_values=True)
-    synchronous = query.get("synchronous", ["normal"])[0].lower()
-    if synchronous not in _SYNCHRONOUS:
-        raise ConfigurationError(f"synchronous must be one of {sorted(_SYNCHRONOUS)}")
-    return path, synchronous
-
-
-def _job_rows(conn: sqlite3.Connection, sql: str, params: Any) -> list[tuple[Any, ...]]:
-    """Rows of ``JOB_COLUMNS`` as plain tuples (sqlite3.Row looks names up one by one)."""
-    cursor = conn.cursor()
-    cursor.row_factory = None
-    rows: list[tuple[Any, ...]] = cursor.execute(sql, params).fetchall()
-    return rows
-
-
-def _insert_status(tx: Tx, job: tuple[int, str], seq: int, data: dict[str, Any]) -> None:
-    """Append a status event to job ``(num, id)``."""
-    tx.conn.execute(Q["insert_event"], (job[0], seq, "status", tx.now, dumps(data)))
-    tx.notes.add(job_key(job[1]))
 
 
 class SQLiteBackend:
@@ -122,7 +82,7 @@ class SQLiteBackend:
     # -- lifecycle -----------------------------------------------------------------------
     async def open(self) -> None:
         try:
-            await asyncio.to_thread(self._create_schema)
+            await asyncio.to_thread(create_schema, self.path, self.synchronous, self.lock_timeout)
         except sqlite3.Error as exc:
             raise StorageUnavailable(f"cannot open SQLite database {self.path}: {exc}") from None
         loop = asyncio.get_running_loop()
@@ -140,37 +100,6 @@ class SQLiteBackend:
             poll_interval=self.settings.poll_interval,
         )
         self._readers = Readers(self.path, threads=2, synchronous=self.synchronous)
-
-    def _create_schema(self) -> None:
-        """Create or check the schema; processes starting together on a new file take turns
-        (switching a new file to WAL can answer "locked" without waiting for the other)."""
-        deadline = time.monotonic() + self.lock_timeout
-        while True:
-            try:
-                return self._create_schema_once()
-            except sqlite3.OperationalError as exc:
-                if not is_busy(exc) or time.monotonic() > deadline:
-                    raise
-            time.sleep(0.02 + random.random() * 0.05)
-
-    def _create_schema_once(self) -> None:
-        conn = connect(self.path, synchronous=self.synchronous, timeout=self.lock_timeout)
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("BEGIN IMMEDIATE")
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                conn.execute("ROLLBACK")
-                raise SchemaVersionError(
-                    f"{self.path} has schema version {version}; this longjobs knows only "
-                    f"{SCHEMA_VERSION}: upgrade longjobs"
-                )
-            for statement in _statements(Q["schema"]):
-                conn.execute(statement)
-            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-            conn.execute("COMMIT")
-        finally:
-            conn.close()
 
     async def close(self) -> None:
         if self._writer is not None:
@@ -205,7 +134,7 @@ class SQLiteBackend:
 
     def _create(self, tx: Tx, new: NewJob) -> tuple[Job, bool]:
         if new.idempotency_key is not None:
-            rows = _job_rows(tx.conn, Q["find_idempotent"], (new.tenant, new.idempotency_key))
+            rows = job_rows(tx.conn, Q["find_idempotent"], (new.tenant, new.idempotency_key))
             if rows:
                 found = tx.conn.execute(Q["request_hash"], (rows[0][NUM],)).fetchone()
                 if found["request_hash"] != new.request_hash or found["kind"] != new.kind:
@@ -231,7 +160,7 @@ class SQLiteBackend:
                 "run_at": tx.now + max(0.0, new.delay_seconds),
             },
         ).fetchone()[0]
-        _insert_status(tx, (num, new.id), 0, _PENDING_EVENT)
+        insert_status(tx, (num, new.id), 0, PENDING_EVENT)
         tx.notes.add(WORK)
         return job_from_new(new, tx.now), True
 
@@ -247,10 +176,10 @@ class SQLiteBackend:
 
     @staticmethod
     def _claim(tx: Tx, params: dict[str, Any], limit: int) -> list[tuple[Any, ...]]:
-        rows = _job_rows(tx.conn, Q["claim_jobs"], {**params, "now": tx.now, "limit": limit})
+        rows = job_rows(tx.conn, Q["claim_jobs"], {**params, "now": tx.now, "limit": limit})
         tx.conn.executemany(
             Q["insert_event"],
-            [(r[NUM], r[LAST_SEQ], "status", tx.now, _running_event(r[ATTEMPT])) for r in rows],
+            [(r[NUM], r[LAST_SEQ], "status", tx.now, running_event(r[ATTEMPT])) for r in rows],
         )
         tx.notes.update(job_key(r[ID]) for r in rows)
         return rows
@@ -376,7 +305,7 @@ class SQLiteBackend:
                 ).fetchone()
                 if row is not None:
                     data = status_event(row["status"], row["attempt"], reason="released")
-                    _insert_status(tx, (row["num"], job_id), row["last_seq"], data)
+                    insert_status(tx, (row["num"], job_id), row["last_seq"], data)
                     released += 1
             tx.notes.add(WORK)
             return released
@@ -390,14 +319,14 @@ class SQLiteBackend:
             row = tx.conn.execute(Q["cancel_pending"], params).fetchone()
             if row is not None:
                 data = status_event(Status.CANCELLED, row["attempt"])
-                _insert_status(tx, (row["num"], job_id), row["last_seq"], data)
+                insert_status(tx, (row["num"], job_id), row["last_seq"], data)
             else:
                 row = tx.conn.execute(Q["cancel_running"], params).fetchone()
                 if row is not None:
                     data = status_event(Status.RUNNING, row["attempt"], cancel_requested=True)
-                    _insert_status(tx, (row["num"], job_id), row["last_seq"], data)
+                    insert_status(tx, (row["num"], job_id), row["last_seq"], data)
                     tx.notes.add(cancel_key(row["lease_owner"]))
-            found = _job_rows(tx.conn, Q["get_job"], (job_id, tenant))
+            found = job_rows(tx.conn, Q["get_job"], (job_id, tenant))
             return job_from_row(found[0]) if found else None
 
         return await self.writer.run(op)
@@ -416,7 +345,7 @@ class SQLiteBackend:
 
     async def get_job(self, tenant: str, job_id: str, *, with_result: bool = True) -> Job | None:
         def op(conn: sqlite3.Connection) -> Job | None:
-            rows = _job_rows(conn, Q["get_job"], (job_id, tenant))
+            rows = job_rows(conn, Q["get_job"], (job_id, tenant))
             return job_from_row(rows[0], with_result=with_result) if rows else None
 
         return await self.readers.run_point(op)
@@ -447,7 +376,7 @@ class SQLiteBackend:
         )
 
         def op(conn: sqlite3.Connection) -> Page:
-            rows = _job_rows(conn, sql, params)
+            rows = job_rows(conn, sql, params)
             more = len(rows) > limit
             rows = rows[:limit]
             next_cursor = encode_cursor(rows[-1][NUM]) if more and rows else None
@@ -526,52 +455,7 @@ class SQLiteBackend:
 
     # -- maintenance ---------------------------------------------------------------------
     async def sweep(self) -> Sweep:
-        return await self.writer.run(self._sweep, inline=False)
-
-    def _sweep(self, tx: Tx) -> Sweep:
-        counts = {Status.PENDING: 0, Status.FAILED: 0, Status.CANCELLED: 0}
-        for row in tx.conn.execute(Q["expired_leases"], (tx.now,)).fetchall():
-            status, error = Status.PENDING, None
-            if row["cancel_requested"]:
-                status = Status.CANCELLED
-            elif row["attempt"] >= row["max_attempts"]:
-                status = Status.FAILED
-                error = JobError(
-                    type="attempts_exhausted",
-                    message=f"the worker running attempt {row['attempt']} of "
-                    f"{row['max_attempts']} stopped heartbeating",
-                    retryable=False,
-                )
-            ended = tx.conn.execute(
-                Q["end_expired_lease"],
-                {
-                    "status": status.value,
-                    "error": error.model_dump_json() if error else None,
-                    "finished_at": None if status is Status.PENDING else tx.now,
-                    "now": tx.now,
-                    "id": row["id"],
-                    "attempt": row["attempt"],
-                },
-            ).fetchone()
-            if ended is not None:
-                counts[status] += 1
-                data = status_event(
-                    status,
-                    row["attempt"],
-                    error.model_dump() if error else None,
-                    reason="lease_expired",
-                )
-                _insert_status(tx, (ended["num"], row["id"]), ended["last_seq"], data)
-        if counts[Status.PENDING]:
-            tx.notes.add(WORK)
-        tx.conn.execute(Q["expire_results"], (tx.now,))  # the large ones, kept apart
-        expired = tx.conn.execute(Q["mark_results_expired"], (tx.now,)).rowcount
-        return Sweep(
-            requeued=counts[Status.PENDING],
-            failed=counts[Status.FAILED],
-            cancelled=counts[Status.CANCELLED],
-            results_expired=max(expired, 0),
-        )
+        return await self.writer.run(sweep_expired, inline=False)
 
     # -- waiting -------------------------------------------------------------------------
     def watch_work(self, kinds: Sequence[str]) -> _DueWorkWatch:
