@@ -20,7 +20,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar, get_type_hints, overload
+from typing import Any, TypedDict, TypeVar, Unpack, get_type_hints, overload
 
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError
@@ -139,6 +139,19 @@ def request_hash(kind: str, body: JSON) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+class SubmitOptions(TypedDict, total=False):
+    """What a submission may set besides its kind and input."""
+
+    tenant: str
+    priority: int
+    timeout_seconds: float | None
+    max_attempts: int | None
+    result_ttl_seconds: float | None
+    delay_seconds: float
+    metadata: dict[str, JSON] | None
+    idempotency_key: str | None
+
+
 class App:
     """Job kinds plus the backend they are stored in.
 
@@ -152,6 +165,7 @@ class App:
         self.kinds: dict[str, JobKind] = {}
         self._backend: Backend | None = None
         self._opening: asyncio.Lock | None = None
+        self._keys_exist = False
 
     # -- registration --------------------------------------------------------------------
     @overload
@@ -247,32 +261,13 @@ class App:
         self,
         kind: str,
         input: JSON = None,
-        *,
-        tenant: str = DEFAULT_TENANT,
-        priority: int = 0,
-        timeout_seconds: float | None = None,
-        max_attempts: int | None = None,
-        result_ttl_seconds: float | None = None,
-        delay_seconds: float = 0.0,
-        metadata: dict[str, JSON] | None = None,
-        idempotency_key: str | None = None,
+        **options: Unpack[SubmitOptions],
     ) -> Job:
         """Validate and durably enqueue one job; returns it as stored.
 
         Raises UnknownKind, InvalidInput, IdempotencyConflict or StorageUnavailable.
         """
-        job, _created = await self.submit_idempotent(
-            kind,
-            input,
-            tenant=tenant,
-            priority=priority,
-            timeout_seconds=timeout_seconds,
-            max_attempts=max_attempts,
-            result_ttl_seconds=result_ttl_seconds,
-            delay_seconds=delay_seconds,
-            metadata=metadata,
-            idempotency_key=idempotency_key,
-        )
+        job, _created = await self.submit_idempotent(kind, input, **options)
         return job
 
     async def submit_idempotent(
@@ -280,30 +275,12 @@ class App:
         kind: str,
         input: JSON = None,
         *,
-        tenant: str = DEFAULT_TENANT,
-        priority: int = 0,
-        timeout_seconds: float | None = None,
-        max_attempts: int | None = None,
-        result_ttl_seconds: float | None = None,
-        delay_seconds: float = 0.0,
-        metadata: dict[str, JSON] | None = None,
-        idempotency_key: str | None = None,
         body_hash: str | None = None,
+        **options: Unpack[SubmitOptions],
     ) -> tuple[Job, bool]:
-        """Like ``submit``; also says whether the job was created (False: an idempotent replay)."""
-        new = self.prepare(
-            kind,
-            input,
-            tenant=tenant,
-            priority=priority,
-            timeout_seconds=timeout_seconds,
-            max_attempts=max_attempts,
-            result_ttl_seconds=result_ttl_seconds,
-            delay_seconds=delay_seconds,
-            metadata=metadata,
-            idempotency_key=idempotency_key,
-            body_hash=body_hash,
-        )
+        """Like ``submit``; also says whether the job was created (False: an idempotent replay).
+        ``body_hash`` identifies the request an idempotency key was first used with."""
+        new = self.prepare(kind, input, body_hash=body_hash, **options)
         backend = await self.open()
         job, created = await backend.create_job(new)
         if created:
@@ -315,36 +292,31 @@ class App:
         kind: str,
         input: JSON = None,
         *,
-        tenant: str = DEFAULT_TENANT,
-        priority: int = 0,
-        timeout_seconds: float | None = None,
-        max_attempts: int | None = None,
-        result_ttl_seconds: float | None = None,
-        delay_seconds: float = 0.0,
-        metadata: dict[str, JSON] | None = None,
-        idempotency_key: str | None = None,
         body_hash: str | None = None,
+        **options: Unpack[SubmitOptions],
     ) -> NewJob:
-        """Validate a submission into the record ``create_job`` stores."""
+        """Validate a submission into the record ``create_job`` stores; options left out take
+        the kind's defaults, then the settings'."""
         definition = self.kind(kind)
         value = definition.validate_input(input)
+        idempotency_key = options.get("idempotency_key")
         if idempotency_key is not None and body_hash is None:
             body_hash = request_hash(kind, value)
         return NewJob(
             id=new_job_id(),
-            tenant=tenant,
+            tenant=options.get("tenant", DEFAULT_TENANT),
             kind=kind,
             input=value,
-            priority=priority,
-            max_attempts=max_attempts or definition.max_attempts,
-            timeout_seconds=timeout_seconds or definition.timeout_seconds,
+            priority=options.get("priority", 0),
+            max_attempts=options.get("max_attempts") or definition.max_attempts,
+            timeout_seconds=options.get("timeout_seconds") or definition.timeout_seconds,
             result_ttl_seconds=(
-                result_ttl_seconds
+                options.get("result_ttl_seconds")
                 or definition.result_ttl_seconds
                 or self.settings.result_ttl_seconds
             ),
-            delay_seconds=delay_seconds,
-            metadata=metadata or {},
+            delay_seconds=options.get("delay_seconds", 0.0),
+            metadata=options.get("metadata") or {},
             idempotency_key=idempotency_key,
             request_hash=body_hash,
         )
@@ -406,6 +378,15 @@ class App:
         backend = await self.open()
         await backend.create_api_key(record, key_hash(secret))
         return record, secret
+
+    async def keys_required(self) -> bool:
+        """True once any API key exists. Keys are revoked, never deleted, so once true it stays
+        true and is not read again; while false, each call asks the store (a first key made
+        with ``longjobs keys create`` takes effect on the next request)."""
+        if not self._keys_exist:
+            backend = await self.open()
+            self._keys_exist = await backend.has_api_keys()
+        return self._keys_exist
 
     async def authenticate(self, secret: str) -> str | None:
         """The tenant of an active key, or None."""

@@ -115,11 +115,6 @@ def _configure_logging(level: str) -> None:
     )
 
 
-def _fail(message: str) -> None:
-    click.echo(f"longjobs: {message}", err=True)
-    raise SystemExit(1)
-
-
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -206,7 +201,7 @@ def serve(
     try:
         _run(_serve(app, sock, not no_worker, concurrency, log_level))
     except LongjobsError as exc:
-        _fail(str(exc))
+        raise click.ClickException(str(exc)) from None
     finally:
         sock.close()
 
@@ -308,7 +303,7 @@ def worker(
     try:
         _run(_work(app, concurrency))
     except LongjobsError as exc:
-        _fail(str(exc))
+        raise click.ClickException(str(exc)) from None
 
 
 async def _work(app: App, concurrency: int | None) -> None:

@@ -12,7 +12,7 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import UTC, datetime
 
 from longjobs.backends.base import (
     ApiKey,
@@ -119,7 +119,7 @@ class MemoryBackend:
             kind=new.kind,
             status=rec.status,
             input=new.input,
-            result=_loads(rec.result.body) if inline and rec.result else None,
+            result=json.loads(rec.result.body) if inline and rec.result else None,
             result_size=rec.result_size,
             error=rec.error,
             progress=rec.progress,
@@ -136,7 +136,7 @@ class MemoryBackend:
             usage=Usage(input_tokens=rec.input_tokens, output_tokens=rec.output_tokens),
             checkpoint=rec.checkpoint,
             idempotency_key=new.idempotency_key,
-            created_at=utc_from_timestamp(rec.created_at) or _never(),
+            created_at=datetime.fromtimestamp(rec.created_at, UTC),
             run_at=utc_from_timestamp(rec.run_at),
             started_at=utc_from_timestamp(rec.started_at),
             finished_at=utc_from_timestamp(rec.finished_at),
@@ -150,7 +150,7 @@ class MemoryBackend:
             job_id=rec.new.id,
             sequence_number=len(rec.events),
             type=kind,
-            at=utc_from_timestamp(self.now()) or _never(),
+            at=datetime.fromtimestamp(self.now(), UTC),
             data=data,
         )
         rec.events.append(event)
@@ -452,13 +452,5 @@ class MemoryBackend:
         return self.notifier.watch(cancel_key(worker))
 
 
-def _loads(body: bytes) -> Any:
-    return json.loads(body)
-
-
 def _dump(error: JobError | None) -> JSON:
     return None if error is None else error.model_dump()
-
-
-def _never() -> Any:
-    raise AssertionError("unreachable")

@@ -26,8 +26,7 @@ async def tenant_of(connection: HTTPConnection) -> str:
     app = state.app
     header = connection.headers.get("authorization")
     if header is None:
-        backend = await app.open()
-        if not await backend.has_api_keys():
+        if not await app.keys_required():
             return DEFAULT_TENANT
         raise _unauthorized("an API key is required: send Authorization: Bearer <key>", None)
     scheme, _, token = header.partition(" ")

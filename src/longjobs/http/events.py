@@ -37,7 +37,7 @@ RETRY_MILLISECONDS = 2000
 _STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-_MAX_SEQUENCE = 2**63 - 2  # what a 64-bit store can hold, less one
+MAX_SEQUENCE = 2**63 - 2  # what a 64-bit store can hold, less one
 
 
 @router.get(
@@ -60,8 +60,8 @@ async def job_events(
     request: Request,
     state: StateDep,
     tenant: TenantDep,
-    after: Annotated[int | None, Query(ge=-1, le=_MAX_SEQUENCE)] = None,
-    last_event_id: Annotated[int | None, Header(ge=-1, le=_MAX_SEQUENCE)] = None,
+    after: Annotated[int | None, Query(ge=-1, le=MAX_SEQUENCE)] = None,
+    last_event_id: Annotated[int | None, Header(ge=-1, le=MAX_SEQUENCE)] = None,
 ) -> Response:
     """The events after the cursor (``Last-Event-ID``, else ``?after=N``, else the whole log).
 

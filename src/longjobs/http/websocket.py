@@ -21,14 +21,13 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from longjobs.app import App
 from longjobs.errors import JobNotFound, StorageError
 from longjobs.http.auth import caller_of, tenant_of
+from longjobs.http.events import MAX_SEQUENCE
 from longjobs.http.problems import ProblemError, problem_response
 from longjobs.http.state import state_of
 
 logger = logging.getLogger("longjobs.http")
 
 router = APIRouter()
-
-_MAX_SEQUENCE = 2**63 - 2
 
 
 @router.websocket("/v1/jobs/{job_id}/ws")
@@ -61,7 +60,7 @@ async def job_websocket(websocket: WebSocket, job_id: str) -> None:
 def _after(value: str | None) -> int:
     if value is None:
         return -1
-    if not value.lstrip("-").isdigit() or not -1 <= int(value) <= _MAX_SEQUENCE:
+    if not value.lstrip("-").isdigit() or not -1 <= int(value) <= MAX_SEQUENCE:
         raise ProblemError("bad-request", "after must be a sequence number (an integer ≥ -1)")
     return int(value)
 
