@@ -21,8 +21,10 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from longjobs.app import App
+from longjobs.http import openapi
 from longjobs.http.events import router as events_router
 from longjobs.http.jobs import router as jobs_router
 from longjobs.http.lifespan import BackgroundFunction, BackgroundTasks
@@ -95,7 +97,9 @@ def create_api(
             await stack.enter_async_context(state.background)
             yield
 
-    api = FastAPI(
+    # FastAPIOffline: /docs (Swagger UI) and /redoc from packaged assets, not a CDN, so the
+    # docs work on machines without internet access.
+    api = FastAPIOffline(
         title="longjobs",
         version="1",
         lifespan=lifespan,
@@ -110,6 +114,7 @@ def create_api(
             *probes_router.routes,
         ],
     )
+    openapi.install(api)
     api.state.longjobs = state
     return api
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPBearer
 from starlette.requests import HTTPConnection
 
 from longjobs.app import App
@@ -30,7 +31,29 @@ async def settings_of(connection: HTTPConnection) -> Settings:
     return state_of(connection).settings
 
 
+class _BearerKey(HTTPBearer):
+    """Puts ``Authorization: Bearer <key>`` in the OpenAPI document; the check itself is
+    ``tenant_of``'s, which also serves WebSocket upgrades and answers RFC 9457 problems."""
+
+    async def __call__(self, request: Request) -> None:  # type: ignore[override]
+        return None
+
+
+_BEARER = _BearerKey(
+    auto_error=False,
+    scheme_name="apiKey",
+    description="An API key made with `longjobs keys create`. Until the first key is created "
+    "the server is open (one tenant, `default`) and no key is needed.",
+)
+
+
+async def _caller_tenant(
+    connection: HTTPConnection, _key: Annotated[None, Security(_BEARER)]
+) -> str:
+    return await tenant_of(connection)
+
+
 AppDep = Annotated[App, Depends(app_of)]
 SettingsDep = Annotated[Settings, Depends(settings_of)]
 StateDep = Annotated[APIState, Depends(state_dep)]
-TenantDep = Annotated[str, Depends(tenant_of)]
+TenantDep = Annotated[str, Depends(_caller_tenant)]

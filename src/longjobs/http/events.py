@@ -23,13 +23,13 @@ from longjobs.errors import JobNotFound, StorageError
 from longjobs.http.auth import caller_of
 from longjobs.http.dependencies import StateDep, TenantDep
 from longjobs.http.limits import StreamSlots
-from longjobs.http.problems import PROBLEM_JSON
+from longjobs.http.problems import AUTHENTICATED, documented
 from longjobs.models import Event
-from longjobs.schemas import EventList, Problem
+from longjobs.schemas import EventList
 
 logger = logging.getLogger("longjobs.http")
 
-router = APIRouter()
+router = APIRouter(responses=AUTHENTICATED)
 
 RETRY_MILLISECONDS = 2000
 """The reconnection delay an SSE client is told to use (the ``retry:`` field)."""
@@ -52,7 +52,7 @@ MAX_SEQUENCE = 2**63 - 2  # what a 64-bit store can hold, less one
             },
         },
         204: {"description": "The job is finished and nothing follows the cursor"},
-        **{status: {"model": Problem, "content": {PROBLEM_JSON: {}}} for status in (404, 422, 503)},
+        **documented(404, 422, 503),
     },
 )
 async def job_events(

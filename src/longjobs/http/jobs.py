@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request
 from starlette.responses import Response
@@ -10,7 +10,7 @@ from starlette.responses import Response
 from longjobs.app import App, JobKind, request_hash
 from longjobs.http.dependencies import AppDep, SettingsDep, StateDep, TenantDep
 from longjobs.http.limits import PendingGate
-from longjobs.http.problems import ProblemError, problem_response
+from longjobs.http.problems import AUTHENTICATED, ProblemError, documented, problem_response
 from longjobs.http.submission import Preferences, parse_json, parse_submission, read_body
 from longjobs.models import Job, Status
 from longjobs.schemas import (
@@ -21,22 +21,15 @@ from longjobs.schemas import (
     KindDefaults,
     KindList,
     KindResource,
-    Problem,
     SubmitRequest,
     UsageResource,
 )
 from longjobs.settings import Settings
 
-router = APIRouter()
+router = APIRouter(responses=AUTHENTICATED)
 
 POLL_AFTER_SECONDS = 1
 """The ``Retry-After`` sent with a job that is not finished yet."""
-
-_PROBLEM: dict[str, Any] = {"model": Problem, "content": {"application/problem+json": {}}}
-
-
-def _documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    return {status: _PROBLEM for status in statuses}
 
 
 # -- converting jobs to their wire shape --------------------------------------------------------
@@ -109,7 +102,7 @@ def job_response(
     responses={
         200: {"model": JobResource, "description": "Finished within Prefer: wait, or a replay"},
         202: {"model": JobResource, "description": "Accepted"},
-        **_documented(400, 404, 413, 422, 503),
+        **documented(400, 404, 413, 422, 503),
     },
     openapi_extra={
         "requestBody": {
@@ -185,7 +178,7 @@ async def _apply_preferences(
 @router.get(
     "/v1/jobs/{job_id}",
     response_model=None,
-    responses={200: {"model": JobResource}, **_documented(404, 422, 503)},
+    responses={200: {"model": JobResource}, **documented(404, 422, 503)},
 )
 async def get_job(
     job_id: str,
@@ -207,7 +200,7 @@ async def get_job(
 @router.get(
     "/v1/jobs",
     response_model=None,
-    responses={200: {"model": JobList}, **_documented(422, 503)},
+    responses={200: {"model": JobList}, **documented(422, 503)},
 )
 async def list_jobs(
     request: Request,
@@ -259,7 +252,7 @@ def _invalid_query(name: str, msg: str, type_: str) -> ProblemError:
 @router.post(
     "/v1/jobs/{job_id}/cancel",
     response_model=None,
-    responses={200: {"model": JobResource}, **_documented(404, 503)},
+    responses={200: {"model": JobResource}, **documented(404, 503)},
 )
 async def cancel_job(
     job_id: str, request: Request, app: AppDep, settings: SettingsDep, tenant: TenantDep
@@ -270,7 +263,7 @@ async def cancel_job(
     return job_response(request, settings, job)
 
 
-@router.delete("/v1/jobs/{job_id}", status_code=204, responses=_documented(404, 503))
+@router.delete("/v1/jobs/{job_id}", status_code=204, responses=documented(404, 503))
 async def delete_job(job_id: str, app: AppDep, tenant: TenantDep) -> Response:
     """Forget the job with its events and result (cancelling it first if it runs): 204."""
     await app.delete(job_id, tenant=tenant)
@@ -283,7 +276,7 @@ async def delete_job(job_id: str, app: AppDep, tenant: TenantDep) -> Response:
     response_model=None,
     responses={
         200: {"description": "The result as stored", "content": {"application/json": {}}},
-        **_documented(404, 409, 410, 503),
+        **documented(404, 409, 410, 503),
     },
 )
 async def get_result(job_id: str, app: AppDep, tenant: TenantDep) -> Response:

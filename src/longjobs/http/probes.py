@@ -16,8 +16,7 @@ from starlette.responses import JSONResponse, Response
 from longjobs import metrics
 from longjobs.app import DEFAULT_TENANT
 from longjobs.http.dependencies import StateDep, TenantDep
-from longjobs.http.problems import PROBLEM_JSON, problem_response
-from longjobs.schemas import Problem
+from longjobs.http.problems import AUTHENTICATED, documented, problem_response
 
 logger = logging.getLogger("longjobs.http")
 
@@ -37,7 +36,7 @@ async def healthz() -> Response:
 @router.get(
     "/readyz",
     response_model=None,
-    responses={**_OK, 503: {"model": Problem, "content": {PROBLEM_JSON: {}}}},
+    responses={**_OK, **documented(503)},
 )
 async def readyz(state: StateDep) -> Response:
     """200 ``{"status": "ok"}`` when the job store answers a one-row listing and every
@@ -58,7 +57,7 @@ async def readyz(state: StateDep) -> Response:
 @router.get(
     "/metrics",
     response_model=None,
-    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}},
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}, **AUTHENTICATED},
 )
 async def prometheus_metrics(state: StateDep, tenant: TenantDep) -> Response:
     """Prometheus text: this process's counters and histograms, plus jobs by status and kind

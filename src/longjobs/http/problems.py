@@ -27,6 +27,7 @@ from longjobs.errors import (
     StorageUnavailable,
     UnknownKind,
 )
+from longjobs.schemas import Problem
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -54,6 +55,16 @@ PROBLEMS: dict[str, tuple[int, str]] = {
     "storage-unavailable": (503, "Storage unavailable"),
 }
 """Every problem type the API answers with: slug → (HTTP status, title)."""
+
+
+def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` declaring a problem body for each of ``statuses``."""
+    problem = {"model": Problem, "content": {PROBLEM_JSON: {}}}
+    return {status: problem for status in statuses}
+
+
+AUTHENTICATED = documented(401, 429)
+"""The answers every route needing an API key may give: no valid key, or over the rate limit."""
 
 _SLUG_OF_STATUS = {
     400: "bad-request",

@@ -1,0 +1,124 @@
+"""The OpenAPI document describes every route, body and problem; /docs works offline."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.routing import APIRoute
+
+from tests.integration.http_harness import Harness, open_harness
+
+UNAUTHENTICATED = {"/healthz", "/readyz"}
+ID_ROUTES = re.compile(r"\{job_id\}")
+
+
+@pytest.fixture
+async def h(tmp_path: Path) -> AsyncIterator[Harness]:
+    async with open_harness(tmp_path) as harness:
+        yield harness
+
+
+@pytest.fixture
+async def document(h: Harness) -> dict[str, Any]:
+    response = await h.client.get("/openapi.json")
+    assert response.status_code == 200
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def _operations(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    return [
+        (method.upper(), path, operation)
+        for path, operations in document["paths"].items()
+        for method, operation in operations.items()
+    ]
+
+
+async def test_every_http_route_is_in_the_document(h: Harness, document: dict[str, Any]) -> None:
+    routes = {
+        (method, route.path)
+        for route in h.api.routes
+        if isinstance(route, APIRoute) and route.include_in_schema
+        for method in route.methods or ()
+    }
+    documented = {(method, path) for method, path, _ in _operations(document)}
+    assert routes == documented
+    assert {
+        ("POST", "/v1/jobs"),
+        ("GET", "/v1/jobs"),
+        ("GET", "/v1/jobs/{job_id}"),
+        ("DELETE", "/v1/jobs/{job_id}"),
+        ("POST", "/v1/jobs/{job_id}/cancel"),
+        ("GET", "/v1/jobs/{job_id}/result"),
+        ("GET", "/v1/jobs/{job_id}/events"),
+        ("GET", "/v1/kinds"),
+        ("GET", "/metrics"),
+    } <= documented
+    assert "/v1/jobs/{job_id}/ws" in document["info"]["description"]
+
+
+async def test_every_error_answer_is_documented_as_a_problem(document: dict[str, Any]) -> None:
+    problem = {"$ref": "#/components/schemas/Problem"}
+    errors = 0
+    for method, path, operation in _operations(document):
+        for status, response in operation["responses"].items():
+            if status[0] in "45":
+                errors += 1
+                assert response["content"] == {"application/problem+json": {"schema": problem}}, (
+                    method,
+                    path,
+                    status,
+                )
+    assert errors > 30
+    schemas = document["components"]["schemas"]
+    assert "HTTPValidationError" not in schemas
+    assert set(schemas["Problem"]["required"]) >= {"type", "title", "status"}
+
+
+async def test_routes_with_keys_say_so_and_document_401_429(document: dict[str, Any]) -> None:
+    assert document["components"]["securitySchemes"]["apiKey"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": document["components"]["securitySchemes"]["apiKey"]["description"],
+    }
+    for method, path, operation in _operations(document):
+        if path in UNAUTHENTICATED:
+            assert "security" not in operation, path
+            continue
+        assert operation["security"] == [{"apiKey": []}], (method, path)
+        assert {"401", "429"} <= operation["responses"].keys(), (method, path)
+        if ID_ROUTES.search(path):
+            assert "404" in operation["responses"], (method, path)
+
+
+async def test_submit_documents_its_body_and_answers(document: dict[str, Any]) -> None:
+    submit = document["paths"]["/v1/jobs"]["post"]
+    assert {"200", "202", "400", "404", "413", "422", "503"} <= submit["responses"].keys()
+    body = submit["requestBody"]["content"]["application/json"]["schema"]
+    assert body, "the submission envelope is described"
+
+
+async def test_docs_page_and_its_assets_are_served_locally(h: Harness) -> None:
+    page = await h.client.get("/docs")
+    assert page.status_code == 200
+    assert "text/html" in page.headers["content-type"]
+    assets = re.findall(r"""(?:src|href)=['"]([^'"]+)['"]""", page.text)
+    assert assets, page.text
+    assert not [url for url in assets if url.startswith(("http:", "https:", "//"))]
+    for url in assets:
+        asset = await h.client.get(url)
+        assert asset.status_code == 200, url
+        assert len(asset.content) > 1000, url
+    assert "/openapi.json" in page.text
+
+
+async def test_redoc_is_served_locally_too(h: Harness) -> None:
+    page = await h.client.get("/redoc")
+    assert page.status_code == 200
+    scripts = re.findall(r"""src=['"]([^'"]+)['"]""", page.text)
+    assert scripts
+    assert all(not url.startswith(("http:", "https:", "//")) for url in scripts)
