@@ -294,16 +294,48 @@ async def _serve(
 @concurrency_option
 @database_option
 @log_level_option
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Serve this worker's Prometheus metrics (attempts, run times, queue waits, handlers "
+    "running) at http://METRICS-HOST:PORT/metrics.",
+)
+@click.option("--metrics-host", default="127.0.0.1", show_default=True)
 def worker(
-    app_path: str, concurrency: int | None, database_url: str | None, log_level: str
+    app_path: str,
+    concurrency: int | None,
+    database_url: str | None,
+    log_level: str,
+    metrics_port: int | None,
+    metrics_host: str,
 ) -> None:
     """Run a worker for APP (module:attribute) until SIGTERM or Ctrl-C; then stop gracefully."""
     _configure_logging(log_level)
     app = load_app(app_path, database_url)
+    if metrics_port is not None:
+        _serve_metrics(metrics_host, metrics_port)
     try:
         _run(_work(app, concurrency))
     except LongjobsError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def _serve_metrics(host: str, port: int) -> None:
+    """The process's metrics over HTTP from a daemon thread (what the API's ``/metrics`` shows
+    for its own process; jobs by status come from the API, which reads them from the store)."""
+    from prometheus_client import start_http_server
+
+    from longjobs.metrics import REGISTRY
+
+    try:
+        server, _ = start_http_server(port, addr=host, registry=REGISTRY)
+    except OSError as exc:
+        raise click.ClickException(
+            f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}"
+        ) from None
+    bound_host, bound_port = server.server_address[:2]
+    log.info("metrics on http://%s:%d/metrics", bound_host, bound_port)
 
 
 async def _work(app: App, concurrency: int | None) -> None:

@@ -187,10 +187,14 @@ class Cluster:
         return False
 
     def worker(
-        self, *, concurrency: int = 4, env: Mapping[str, str] | None = None, ready: bool = True
+        self,
+        *options: str,
+        concurrency: int = 4,
+        env: Mapping[str, str] | None = None,
+        ready: bool = True,
     ) -> LongjobsProcess:
         """``longjobs worker``; with ``ready``, returns once it logged that it started."""
-        args = ["worker", APP, "--concurrency", str(concurrency)]
+        args = ["worker", APP, "--concurrency", str(concurrency), *options]
         process = self.start("worker", args, env=env)
         if ready:
             wait_worker_ready(process)

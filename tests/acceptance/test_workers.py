@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import signal
+import socket
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -16,6 +17,7 @@ from tests.acceptance.checker import check_run
 from tests.acceptance.harness import (
     Cluster,
     LongjobsProcess,
+    free_port,
     get_job,
     stored_events,
     submit,
@@ -173,3 +175,33 @@ def test_cancel_through_the_api_stops_a_job_on_a_worker_process(
     assert {line["via"] for line in cleanups} == {"on_cancel", "finally"}
     assert {line["pid"] for line in cleanups} == {worker.pid}
     assert worker.alive
+
+
+def test_a_worker_serves_its_own_metrics(cluster: Cluster, api_only: httpx.Client) -> None:
+    port = free_port()
+    cluster.worker("--metrics-port", str(port))
+    job_ids = [submit(api_only, "sleepy", {"seconds": 0}) for _ in range(3)]
+    for job_id in job_ids:
+        assert wait_terminal(api_only, job_id)["status"] == "completed"
+
+    def scraped() -> str:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        finished = 'longjobs_attempts_finished_total{kind="sleepy",status="completed"} 3.0'
+        return text if finished in text else ""
+
+    text = wait_until(scraped, timeout=10, what="the worker's metrics to count 3 attempts")
+    assert 'longjobs_attempt_duration_seconds_count{kind="sleepy"} 3.0' in text
+    assert 'longjobs_queue_wait_seconds_count{kind="sleepy"} 3.0' in text
+    assert "longjobs_handlers_running 0.0" in text
+
+
+def test_a_worker_whose_metrics_port_is_taken_exits_with_one_line(cluster: Cluster) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        worker = cluster.worker("--metrics-port", str(port), ready=False)
+        assert worker.wait(timeout=30) == 1
+    lines = worker.stderr().strip().splitlines()
+    assert lines[-1].startswith(f"longjobs: cannot serve metrics on 127.0.0.1:{port}")
+    assert "Traceback" not in worker.stderr()
