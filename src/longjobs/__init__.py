@@ -1,6 +1,15 @@
 """longjobs: durable background jobs for long AI operations."""
 
 from longjobs.app import App, JobKind
+from longjobs.client import (
+    APIError,
+    AsyncClient,
+    Client,
+    JobCancelled,
+    JobFailed,
+    NotFinished,
+    ResultExpired,
+)
 from longjobs.context import Context, current
 from longjobs.errors import (
     ConfigurationError,
@@ -18,19 +27,26 @@ from longjobs.retry import RetryPolicy
 from longjobs.settings import Settings
 
 __all__ = [
+    "APIError",
     "App",
+    "AsyncClient",
+    "Client",
     "ConfigurationError",
     "Context",
     "Event",
     "IdempotencyConflict",
     "InvalidInput",
     "Job",
+    "JobCancelled",
     "JobError",
+    "JobFailed",
     "JobKind",
     "JobNotFound",
     "LongjobsError",
+    "NotFinished",
     "Page",
     "PermanentError",
+    "ResultExpired",
     "RetryPolicy",
     "RetryableError",
     "Settings",

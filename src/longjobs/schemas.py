@@ -114,6 +114,32 @@ class JobList(BaseModel):
     next_cursor: str | None = None
 
 
+class EventResource(BaseModel):
+    """One event of a job's log as the API sends it (SSE ``data``, WebSocket frames, JSON list).
+
+    The common members are typed; each type's own members (``status``/``attempt``/``detail``;
+    ``progress``/``stage``/``message``/``eta_seconds``; ``level``/``message``; ``delta`` or
+    ``data``; token counts) are kept as extra members: ``event.model_extra`` or ``get()``.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    type: str
+    sequence_number: int
+    job_id: str
+    at: Timestamp
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """A member of the event's type, such as ``event.get("progress")``."""
+        return (self.model_extra or {}).get(name, default)
+
+    @property
+    def is_terminal(self) -> bool:
+        """Whether this is the ``status`` event that ends the job's log."""
+        status = self.get("status")
+        return self.type == "status" and status in {s.value for s in Status if s.is_terminal}
+
+
 class EventList(BaseModel):
     """A job's stored events: ``GET /v1/jobs/{id}/events`` with ``Accept: application/json``."""
 
