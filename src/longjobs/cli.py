@@ -1,4 +1,6 @@
-"""The ``longjobs`` command: ``serve`` (API + in-process worker) and ``worker``.
+"""The ``longjobs`` command: ``serve`` (API + in-process worker), ``worker``, ``keys``, and the
+client commands of ``cli_jobs`` (``submit``, ``watch``, ``ls``, ``get``, ``cancel``, ``result``,
+``kinds``).
 
 Bad input gets one readable line on stderr and a non-zero exit, never a traceback:
 exit 2 for usage errors (a bad APP path or option), 1 for failures at run time.
@@ -23,6 +25,7 @@ import click
 from pydantic import ValidationError
 
 from longjobs.app import App
+from longjobs.cli_jobs import JOB_COMMANDS
 from longjobs.cli_keys import keys, run_command
 from longjobs.errors import LongjobsError
 
@@ -363,6 +366,8 @@ async def _work(app: App, concurrency: int | None) -> None:
 
 
 cli.add_command(keys)  # longjobs keys ...
+for command in JOB_COMMANDS:  # longjobs submit | watch | ls | get | cancel | result | kinds
+    cli.add_command(command)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -8,11 +8,14 @@ resumption are the async client's.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractContextManager
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
+from anyio import CancelScope
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from longjobs.client.aio import AsyncClient
@@ -28,7 +31,7 @@ def _blocking(
         async def run() -> T:
             return await method(self._async, *args, **kwargs)
 
-        return self._portal.call(run)
+        return _call(self._portal, run)
 
     functools.update_wrapper(call, method)
     return call
@@ -47,13 +50,14 @@ def _blocking_iterator(
                 return False, None
 
         async def close() -> None:
+            # A step still running (interrupted in a rare spot) is cancelled with the client.
             aclose = getattr(iterator, "aclose", None)
-            if aclose is not None:
+            if aclose is not None and not getattr(iterator, "ag_running", False):
                 await aclose()
 
         try:
             while True:
-                more, item = self._portal.call(step)
+                more, item = _call(self._portal, step)
                 if not more:
                     return
                 yield item  # type: ignore[misc]  # T, as step() said there was one
@@ -62,6 +66,36 @@ def _blocking_iterator(
 
     functools.update_wrapper(call, method)
     return call
+
+
+def _call(portal: BlockingPortal, function: Callable[[], Awaitable[T]]) -> T:
+    """``function()`` run on the portal's loop. If the waiting thread is interrupted (Ctrl-C),
+    the call is cancelled, and has ended, before the interruption goes on: the client can then
+    close what the call was using."""
+    interrupted, ended = threading.Event(), threading.Event()
+    scopes: list[CancelScope] = []
+
+    async def run() -> T:
+        try:
+            with CancelScope() as scope:
+                scopes.append(scope)
+                if interrupted.is_set():  # interrupted before the task started
+                    scope.cancel()
+                return await function()
+            raise RuntimeError("cancelled")  # only reached after an interruption
+        finally:
+            ended.set()
+
+    try:
+        future = portal.start_task_soon(run)
+        return future.result()
+    except BaseException:
+        interrupted.set()  # then either run() sees it, or its scope is in scopes already
+        if scopes:
+            portal.call(scopes[0].cancel)
+        # Cancelled, run() ends at once; interrupted before it was scheduled, it never starts.
+        ended.wait(timeout=1.0)
+        raise
 
 
 class Client:
@@ -100,6 +134,8 @@ class Client:
         try:
             self._portal.call(self._async.aclose)
         finally:
+            with contextlib.suppress(RuntimeError):  # the portal stopped already
+                self._portal.call(self._portal.stop, True)  # cancel any call left running
             self._portal_context.__exit__(None, None, None)
 
     submit = _blocking(AsyncClient.submit)
