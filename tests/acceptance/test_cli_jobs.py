@@ -55,7 +55,7 @@ class Shell:
         assert done.returncode == 0, done.stderr
         return json.loads(done.stdout)
 
-    def spawn(self, *args: str) -> pexpect.spawn:
+    def spawn(self, *args: str) -> pexpect.spawn[str]:
         """The command in a pseudo-terminal of 100 x 30."""
         return pexpect.spawn(
             str(LONGJOBS),
