@@ -14,6 +14,7 @@ Two job kinds that run offline, with no API key, and give the same answer every 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from functools import cache
 from pathlib import Path
@@ -206,5 +207,8 @@ def _pause(ctx: Context, seconds: float) -> None:
 
 @cache
 def sample_document() -> str:
-    """A short report (about 800 words) to try the app with: ``examples/sample_document.txt``."""
-    return Path(__file__).with_name("sample_document.txt").read_text(encoding="utf-8")
+    """A short report (about 800 words) to try the app with: the text of
+    ``examples/sample_input.json``, the README's input for ``analyze_document``."""
+    sample = json.loads(Path(__file__).with_name("sample_input.json").read_text(encoding="utf-8"))
+    text: str = sample["text"]
+    return text
