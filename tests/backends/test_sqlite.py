@@ -58,6 +58,31 @@ async def test_a_newer_schema_version_refuses_to_open(tmp_path: Path) -> None:
     assert _query(str(path), "PRAGMA user_version") == [(99,)]
 
 
+async def test_a_version_2_file_gains_the_change_feed_when_opened(tmp_path: Path) -> None:
+    path = tmp_path / "v2.db"
+    old = SQLiteBackend(sqlite_url(path), Settings())
+    await old.open()
+    job = await create(old)
+    await old.close()
+    conn = sqlite3.connect(path)  # back to what version 2 wrote
+    conn.executescript(
+        "DROP INDEX jobs_change; DROP INDEX jobs_changes; "
+        "ALTER TABLE jobs DROP COLUMN change; PRAGMA user_version=2;"
+    )
+    conn.close()
+
+    backend = SQLiteBackend(sqlite_url(path), Settings())
+    await backend.open()
+    try:
+        _, head = await backend.changed_jobs(TENANT, None)
+        await backend.request_cancel(TENANT, job.id)
+        changes, _ = await backend.changed_jobs(TENANT, head)
+        assert [(c.job.id, c.job.status) for c in changes] == [(job.id, Status.CANCELLED)]
+    finally:
+        await backend.close()
+    assert _query(str(path), "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+
+
 async def test_open_records_the_schema_version(sqlite_backend: SQLiteBackend) -> None:
     assert _query(sqlite_backend.path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
 

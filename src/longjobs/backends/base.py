@@ -109,6 +109,14 @@ class StoredResult:
 
 
 @dataclass(frozen=True, slots=True)
+class Change:
+    """A job of the change feed at its latest state, and the feed's cursor just past it."""
+
+    cursor: str
+    job: Job
+
+
+@dataclass(frozen=True, slots=True)
 class ApiKey:
     """An API key as stored: never the key itself, only its SHA-256."""
 
@@ -212,6 +220,15 @@ class Backend(Protocol):
 
     async def cancel_requests(self, worker: str) -> frozenset[str]:
         """Ids of the jobs ``worker`` holds that were asked to cancel (a read, no lease change)."""
+
+    async def changed_jobs(
+        self, tenant: str, after: str | None, *, limit: int = 100
+    ) -> tuple[list[Change], str]:
+        """The change feed: ``tenant``'s jobs changed after the cursor ``after``, in the order
+        the changes were committed, each once at its latest state (without its result; a
+        job changed twice since shows once), at most ``limit``; and the cursor past the last
+        one (``after`` itself when there is none). ``after=None`` is the head: no jobs and the
+        cursor of now. Raises ValueError for a cursor this backend did not give."""
 
     async def job_counts(self) -> dict[tuple[str, str], int]:
         """How many jobs there are by ``(status, kind)``, all tenants (for metrics)."""

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 
 from longjobs.backends.base import (
     ApiKey,
+    Change,
     Completed,
     Finish,
     Heartbeat,
@@ -25,7 +26,13 @@ from longjobs.backends.base import (
     Sweep,
 )
 from longjobs.backends.notify import ANY_JOB, WORK, Notifier, Watch, cancel_key, job_key
-from longjobs.backends.rows import decode_cursor, encode_cursor, status_event
+from longjobs.backends.rows import (
+    decode_change,
+    decode_cursor,
+    encode_change,
+    encode_cursor,
+    status_event,
+)
 from longjobs.backends.settle import settle
 from longjobs.errors import IdempotencyConflict, StorageError
 from longjobs.models import (
@@ -67,6 +74,7 @@ class _Record:
     result: StoredResult | None = None
     result_size: int | None = None
     events: list[Event] = field(default_factory=list)
+    change: int = 0  # the change feed's order: bumped with every event
 
     def move(self, status: Status) -> None:
         """Change the status through the one lifecycle rule (raises InvalidTransition)."""
@@ -91,6 +99,7 @@ class MemoryBackend:
         self._jobs: dict[str, _Record] = {}
         self._idempotency: dict[tuple[str, str], str] = {}
         self._numbers = itertools.count(1)
+        self._changes = itertools.count(1)
         self._keys: dict[str, ApiKey] = {}
         self._key_hashes: set[str] = set()
         self.clock_offset = 0.0  # tests move the store's clock forward with this
@@ -154,6 +163,7 @@ class MemoryBackend:
             data=data,
         )
         rec.events.append(event)
+        rec.change = next(self._changes)
         self.notifier.fire([job_key(rec.new.id)])
 
     def _status(self, rec: _Record, error: JobError | None = None, **detail: JSON) -> None:
@@ -365,6 +375,22 @@ class MemoryBackend:
     ) -> list[Event] | None:
         rec = self._visible(tenant, job_id)
         return None if rec is None else rec.events[max(0, after + 1) : after + 1 + limit]
+
+    async def changed_jobs(
+        self, tenant: str, after: str | None, *, limit: int = 100
+    ) -> tuple[list[Change], str]:
+        if after is None:
+            head = max((rec.change for rec in self._jobs.values()), default=0)
+            return [], encode_change(head, 2**62)
+        position = decode_change(after)
+        mine = (r for r in self._jobs.values() if r.new.tenant == tenant)
+        after_cursor = (r for r in mine if (r.change, r.num) > position)
+        recs = sorted(after_cursor, key=lambda r: (r.change, r.num))[: max(1, limit)]
+        changes = [
+            Change(encode_change(r.change, r.num), self._snapshot(r, with_result=False))
+            for r in recs
+        ]
+        return changes, changes[-1].cursor if changes else after
 
     async def job_counts(self) -> dict[tuple[str, str], int]:
         counts: dict[tuple[str, str], int] = {}

@@ -189,3 +189,22 @@ def decode_cursor(cursor: str) -> int:
     if version != "v1" or type(position) is not int or not 0 < position < 2**63:
         raise ValueError("invalid cursor")
     return position
+
+
+def encode_change(change: int, position: int) -> str:
+    """An opaque cursor of the change feed: "after the change ``change`` of job ``position``"."""
+    raw = dumps(["c1", change, position]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_change(cursor: str) -> tuple[int, int]:
+    """``(change, position)`` of a change-feed cursor; ValueError for anything else."""
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        version, change, position = json.loads(base64.urlsafe_b64decode(padded.encode()))
+    except Exception as exc:
+        raise ValueError("invalid cursor") from exc
+    valid = all(type(n) is int and 0 <= n < 2**63 for n in (change, position))
+    if version != "c1" or not valid:
+        raise ValueError("invalid cursor")
+    return change, position

@@ -19,6 +19,7 @@ from typing import Any
 
 from longjobs.backends.base import (
     ApiKey,
+    Change,
     Finish,
     Heartbeat,
     JobUpdate,
@@ -33,8 +34,10 @@ from longjobs.backends.rows import (
     JOB_SELECT,
     LAST_SEQ,
     NUM,
+    decode_change,
     decode_cursor,
     dumps,
+    encode_change,
     encode_cursor,
     event_from_row,
     job_from_new,
@@ -407,6 +410,24 @@ class SQLiteBackend:
             if not rows and conn.execute(Q["job_exists"], (job_id, tenant)).fetchone() is None:
                 return None
             return [event_from_row(job_id, r) for r in rows]
+
+        return await self.readers.run(op)
+
+    async def changed_jobs(
+        self, tenant: str, after: str | None, *, limit: int = 100
+    ) -> tuple[list[Change], str]:
+        position = None if after is None else decode_change(after)
+
+        def op(conn: sqlite3.Connection) -> tuple[list[Change], str]:
+            if position is None:
+                head = int(conn.execute(Q["change_head"]).fetchone()[0])
+                return [], encode_change(head, 2**62)
+            rows = job_rows(conn, Q["changed_jobs"], (tenant, *position, max(1, limit)))
+            changes = [
+                Change(encode_change(row[-1], row[NUM]), job_from_row(row[:-1], with_result=False))
+                for row in rows
+            ]
+            return changes, changes[-1].cursor if changes else after or ""
 
         return await self.readers.run(op)
 

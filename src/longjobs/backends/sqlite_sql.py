@@ -18,7 +18,7 @@ from longjobs.errors import ConfigurationError, SchemaVersionError
 from longjobs.models import JobError, Status
 
 Q = {name: sql.replace("$job_columns", JOB_SELECT) for name, sql in load_queries("sqlite").items()}
-SCHEMA_VERSION = 2  # 2: api_keys
+SCHEMA_VERSION = 3  # 2: api_keys; 3: jobs.change (the change feed)
 PENDING_EVENT = status_event(Status.PENDING, 0)
 
 
@@ -92,6 +92,8 @@ def _create_schema_once(path: str, synchronous: str, lock_timeout: float) -> Non
                 f"{path} has schema version {version}; this longjobs knows only "
                 f"{SCHEMA_VERSION}: upgrade longjobs"
             )
+        if 0 < version < 3:  # the columns that CREATE TABLE IF NOT EXISTS cannot add
+            conn.execute("ALTER TABLE jobs ADD COLUMN change INTEGER NOT NULL DEFAULT 0")
         for statement in statements(Q["schema"]):
             conn.execute(statement)
         conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")

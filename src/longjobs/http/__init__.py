@@ -26,6 +26,7 @@ from fastapi_offline import FastAPIOffline
 from longjobs.app import App
 from longjobs.http import openapi
 from longjobs.http.events import router as events_router
+from longjobs.http.feed import router as feed_router
 from longjobs.http.jobs import router as jobs_router
 from longjobs.http.lifespan import BackgroundFunction, BackgroundTasks
 from longjobs.http.limits import PendingGate, RateLimiter, StreamSlots
@@ -110,6 +111,7 @@ def create_api(
         routes=[
             *jobs_router.routes,
             *events_router.routes,
+            *feed_router.routes,
             *websocket_router.routes,
             *probes_router.routes,
         ],

@@ -34,7 +34,7 @@ router = APIRouter(responses=AUTHENTICATED)
 RETRY_MILLISECONDS = 2000
 """The reconnection delay an SSE client is told to use (the ``retry:`` field)."""
 
-_STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 MAX_SEQUENCE = 2**63 - 2  # what a 64-bit store can hold, less one
@@ -96,7 +96,7 @@ async def job_events(
         frames,
         send_timeout=state.settings.stream_send_timeout,
         media_type="text/event-stream",
-        headers=_STREAM_HEADERS,
+        headers=STREAM_HEADERS,
     )
 
 

@@ -67,7 +67,8 @@ def job_resource(job: Job, *, root_path: str, inline_result_bytes: int) -> JobRe
     )
 
 
-def _root_path(request: Request) -> str:
+def root_path_of(request: Request) -> str:
+    """Where the API is mounted (links and Location headers start with it)."""
     return str(request.scope.get("root_path", "")).rstrip("/")
 
 
@@ -81,7 +82,7 @@ def job_response(
 ) -> Response:
     """The job resource as JSON, with ``Retry-After`` while the job is not terminal."""
     resource = job_resource(
-        job, root_path=_root_path(request), inline_result_bytes=settings.inline_result_bytes
+        job, root_path=root_path_of(request), inline_result_bytes=settings.inline_result_bytes
     )
     all_headers = dict(headers or {})
     if not job.is_terminal:
@@ -142,7 +143,7 @@ async def submit_job(
         idempotency_key=idempotency_key,
         body_hash=None if idempotency_key is None else _hash(submission),
     )
-    headers = {"Location": f"{_root_path(request)}/v1/jobs/{job.id}", "Vary": "Prefer"}
+    headers = {"Location": f"{root_path_of(request)}/v1/jobs/{job.id}", "Vary": "Prefer"}
     if not created:
         headers["Idempotent-Replayed"] = "true"
     job, applied = await _apply_preferences(app, settings, tenant, job, preferences)
@@ -214,14 +215,14 @@ async def list_jobs(
 ) -> Response:
     """The tenant's jobs, newest first, filtered by any of the statuses and kinds (each repeated
     or comma-separated); ``next_cursor`` fetches the next page and is null on the last one."""
-    statuses = [_status(value) for value in _split(status)]
+    statuses = [status_value(value) for value in split_values(status)]
     try:
         page = await app.list(
-            tenant=tenant, status=statuses, kind=_split(kind), limit=limit, cursor=cursor
+            tenant=tenant, status=statuses, kind=split_values(kind), limit=limit, cursor=cursor
         )
     except ValueError:
         raise _invalid_query("cursor", "not a cursor this API gave out", "value_error") from None
-    root_path = _root_path(request)
+    root_path = root_path_of(request)
     listing = JobList(
         data=[
             job_resource(job, root_path=root_path, inline_result_bytes=settings.inline_result_bytes)
@@ -232,11 +233,13 @@ async def list_jobs(
     return Response(listing.model_dump_json(), media_type="application/json")
 
 
-def _split(values: list[str] | None) -> list[str]:
+def split_values(values: list[str] | None) -> list[str]:
+    """Query values, each repeated or comma-separated, as one list."""
     return [part.strip() for value in values or () for part in value.split(",") if part.strip()]
 
 
-def _status(value: str) -> Status:
+def status_value(value: str) -> Status:
+    """A ``status`` query value; a 422 problem if it is not a status."""
     try:
         return Status(value)
     except ValueError:

@@ -35,13 +35,18 @@ CREATE TABLE IF NOT EXISTS jobs (
     started_at REAL,
     finished_at REAL,
     expires_at REAL,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    -- Commit order of the last visible change (one writer at a time: a transaction's values
+    -- are above every committed one). The tenant-wide change feed reads jobs after a cursor.
+    change INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_due ON jobs (priority DESC, run_at, num) WHERE status = 'pending';
 CREATE INDEX IF NOT EXISTS jobs_leased ON jobs (lease_owner) WHERE status = 'running';
 CREATE INDEX IF NOT EXISTS jobs_listing ON jobs (tenant, num DESC);
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency
     ON jobs (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS jobs_change ON jobs (change);
+CREATE INDEX IF NOT EXISTS jobs_changes ON jobs (tenant, change, num);
 CREATE INDEX IF NOT EXISTS jobs_result_expiry ON jobs (expires_at) WHERE result_size IS NOT NULL;
 CREATE TABLE IF NOT EXISTS events (
     job_num INTEGER NOT NULL,
@@ -68,11 +73,20 @@ CREATE TABLE IF NOT EXISTS results (
 -- name: insert_job
 INSERT INTO jobs (id, tenant, kind, status, priority, input, metadata, max_attempts,
                   timeout_seconds, result_ttl_seconds, idempotency_key, request_hash,
-                  created_at, run_at, updated_at)
+                  created_at, run_at, updated_at, change)
 VALUES (:id, :tenant, :kind, 'pending', :priority, :input, :metadata, :max_attempts,
         :timeout_seconds, :result_ttl_seconds, :idempotency_key, :request_hash,
-        :now, :run_at, :now)
+        :now, :run_at, :now, (SELECT coalesce(max(change), 0) + 1 FROM jobs))
 RETURNING num
+
+-- name: changed_jobs
+SELECT $job_columns, change FROM jobs
+WHERE tenant = ? AND (change, num) > (?, ?)
+ORDER BY change, num
+LIMIT ?
+
+-- name: change_head
+SELECT coalesce(max(change), 0) FROM jobs
 
 -- name: job_counts
 SELECT status, kind, count(*) AS n FROM jobs GROUP BY status, kind
@@ -107,7 +121,8 @@ SELECT kind, request_hash FROM jobs WHERE num = ?
 -- name: claim_jobs
 UPDATE jobs
 SET status = 'running', attempt = attempt + 1, lease_owner = :worker,
-    lease_until = :now + :lease, started_at = :now, last_seq = last_seq + 1, updated_at = :now
+    lease_until = :now + :lease, started_at = :now, last_seq = last_seq + 1, updated_at = :now,
+    change = (SELECT coalesce(max(change), 0) + 1 FROM jobs)
 WHERE id IN (
     SELECT id FROM jobs
     WHERE status = 'pending' AND run_at <= :now AND kind IN (SELECT value FROM json_each(:kinds))
@@ -135,7 +150,8 @@ SET last_seq = last_seq + :n,
     input_tokens = coalesce(:input_tokens, input_tokens),
     output_tokens = coalesce(:output_tokens, output_tokens),
     checkpoint = CASE WHEN :has_checkpoint THEN :checkpoint ELSE checkpoint END,
-    updated_at = :now
+    updated_at = :now,
+    change = (SELECT coalesce(max(change), 0) + 1 FROM jobs)
 WHERE id = :id AND attempt = :attempt AND lease_owner = :worker AND status = 'running'
 RETURNING num, last_seq, progress
 
@@ -148,7 +164,8 @@ WHERE lease_owner = ? AND status = 'running' AND id IN (SELECT value FROM json_e
 UPDATE jobs
 SET status = ?, error = ?, progress = ?, eta_seconds = ?, result = ?, result_size = ?,
     expires_at = ?, finished_at = ?, run_at = ?, lease_owner = NULL, lease_until = NULL,
-    last_seq = ?, updated_at = ?
+    last_seq = ?, updated_at = ?,
+    change = (SELECT coalesce(max(change), 0) + 1 FROM jobs)
 WHERE num = ?
 
 -- name: insert_result
@@ -160,19 +177,22 @@ UPDATE jobs
 SET status = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'pending' END,
     finished_at = CASE WHEN cancel_requested THEN :now END,
     attempt = attempt - 1, lease_owner = NULL,
-    lease_until = NULL, last_seq = last_seq + 1, updated_at = :now
+    lease_until = NULL, last_seq = last_seq + 1, updated_at = :now,
+    change = (SELECT coalesce(max(change), 0) + 1 FROM jobs)
 WHERE id = :id AND lease_owner = :worker AND status = 'running'
 RETURNING num, last_seq, attempt, status
 
 -- name: cancel_pending
 UPDATE jobs
 SET status = 'cancelled', cancel_requested = 1, finished_at = :now, last_seq = last_seq + 1,
-    updated_at = :now
+    updated_at = :now,
+    change = (SELECT coalesce(max(change), 0) + 1 FROM jobs)
 WHERE id = :id AND tenant = :tenant AND status = 'pending'
 RETURNING num, last_seq, attempt
 
 -- name: cancel_running
-UPDATE jobs SET cancel_requested = 1, last_seq = last_seq + 1, updated_at = :now
+UPDATE jobs SET cancel_requested = 1, last_seq = last_seq + 1, updated_at = :now,
+    change = (SELECT coalesce(max(change), 0) + 1 FROM jobs)
 WHERE id = :id AND tenant = :tenant AND status = 'running' AND cancel_requested = 0
 RETURNING num, last_seq, attempt, lease_owner
 
@@ -184,7 +204,8 @@ LIMIT 1000
 -- name: end_expired_lease
 UPDATE jobs
 SET status = :status, error = :error, finished_at = :finished_at, eta_seconds = NULL,
-    lease_owner = NULL, lease_until = NULL, last_seq = last_seq + 1, updated_at = :now
+    lease_owner = NULL, lease_until = NULL, last_seq = last_seq + 1, updated_at = :now,
+    change = (SELECT coalesce(max(change), 0) + 1 FROM jobs)
 WHERE id = :id AND attempt = :attempt AND status = 'running' AND lease_until < :now
 RETURNING num, last_seq
 
