@@ -27,7 +27,8 @@ def pytest_runtest_makereport(
     return report
 
 
-def _attach(request: pytest.FixtureRequest, cluster: Cluster) -> None:
+def report_on_failure(request: pytest.FixtureRequest, cluster: Cluster) -> None:
+    """Add the stderr of ``cluster``'s processes to the report of the test, should it fail."""
     request.node.stash.setdefault(CLUSTERS, []).append(cluster)
 
 
@@ -35,7 +36,7 @@ def _attach(request: pytest.FixtureRequest, cluster: Cluster) -> None:
 def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]:
     """Processes started by one test; all are SIGKILLed (whole groups) at teardown."""
     processes = Cluster(tmp_path)
-    _attach(request, processes)
+    report_on_failure(request, processes)
     try:
         yield processes
     finally:
@@ -55,7 +56,7 @@ def shared_serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 @pytest.fixture
 def served(request: pytest.FixtureRequest, shared_serve: Cluster) -> Cluster:
-    _attach(request, shared_serve)
+    report_on_failure(request, shared_serve)
     return shared_serve
 
 
