@@ -96,6 +96,18 @@ async def chatty(ctx: Context, params: ChattyIn) -> dict[str, Any]:
     return {"lines": params.lines, "attempt": ctx.attempt, "resumed_from": resumed_from}
 
 
+class LargeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kilobytes: int = Field(ge=1, le=64 * 1024)
+
+
+@app.job
+async def large_result(ctx: Context, params: LargeIn) -> dict[str, Any]:
+    """Returns a result of about ``kilobytes`` KiB (over the inline limit when large enough)."""
+    return {"text": "x" * (params.kilobytes * 1024)}
+
+
 @app.job
 async def sleepy(ctx: Context, params: SleepyIn) -> dict[str, Any]:
     """Sleeps; a cancellation is cleaned up twice over: ``ctx.on_cancel`` and ``finally``."""
