@@ -342,6 +342,30 @@ def test_a_refused_websocket_handshake_carries_the_problem_http_answers(
     assert over_ws.body == over_http.body
 
 
+def test_an_idempotency_key_is_the_tenants_own(deployment: Deployment) -> None:
+    """Another tenant's use of the same key neither replays its job nor conflicts with it: a
+    replay would hand over the job, a 422 would tell that the key was used."""
+    key = {"Idempotency-Key": "order-42"}
+    body = {"kind": "sleepy", "input": {"seconds": 1}, "delay_seconds": 600}
+    answers = {
+        tenant.name: [
+            deployment.client.post("/v1/jobs", json=sent, headers={**tenant.headers, **key})
+            for sent in (body, body, {**body, "priority": 1})
+        ]
+        for tenant in deployment.tenants.values()
+    }
+
+    ids = {name: first.json()["id"] for name, (first, _, _) in answers.items()}
+    for tenant in deployment.tenants.values():
+        first, replay, conflict = answers[tenant.name]
+        tenant.submitted.add(ids[tenant.name])
+        assert first.status_code == 202, first.text
+        assert replay.status_code == 200
+        assert replay.json()["id"] == ids[tenant.name]
+        assert conflict.status_code == 422
+    assert len(set(ids.values())) == len(TENANTS)
+
+
 # -- listings -----------------------------------------------------------------------------------
 def _all_pages(
     deployment: Deployment, tenant: Tenant, params: Mapping[str, Any], cursor: str | None = None
