@@ -44,11 +44,14 @@ def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]
 
 
 @pytest.fixture(scope="module")
-def shared_serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """One ``longjobs serve`` (API and in-process worker) for the tests of a module."""
+def shared_serve(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Cluster]:
+    """One ``longjobs serve`` (API and in-process worker) for the tests of a module, with the
+    module's ``SERVE_ENV`` settings if it has any."""
     processes = Cluster(tmp_path_factory.mktemp("serve"))
     try:
-        processes.serve(concurrency=8)
+        processes.serve(concurrency=8, env=getattr(request.module, "SERVE_ENV", None))
         yield processes
     finally:
         processes.stop_all()

@@ -33,6 +33,9 @@ from tests.acceptance.harness import (
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.timeout(120)]
 
+SERVE_ENV = {"LONGJOBS_LEASE_SECONDS": "30"}
+"""Rows need running jobs to stay running: no rescue when a busy machine delays a heartbeat."""
+
 PROBLEM_JSON = "application/problem+json"
 UNKNOWN_ID = "job_" + "0" * 32
 PRESENT = "<present>"
