@@ -315,8 +315,10 @@ def _send(api: httpx.Client, row: Row, job_id: str) -> httpx.Response:
 
 @pytest.mark.parametrize("row", ROWS, ids=str)
 def test_each_row_of_the_endpoint_table_holds(api: httpx.Client, made: list[str], row: Row) -> None:
-    job_id = JOBS[row.state](api) if row.state else UNKNOWN_ID
-    made.append(job_id)
+    job_id = UNKNOWN_ID
+    if row.state is not None:
+        job_id = JOBS[row.state](api)
+        made.append(job_id)
 
     response = _send(api, row, job_id)
     if row.method == "POST" and row.path == "/v1/jobs" and response.is_success:
