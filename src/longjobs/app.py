@@ -28,6 +28,7 @@ from pydantic_core import PydanticSerializationError
 from longjobs import metrics
 from longjobs.backends import open_backend
 from longjobs.backends.base import ApiKey, Backend, Completed, Failed, NewJob, StoredResult
+from longjobs.backends.notify import Watch
 from longjobs.errors import ConfigurationError, InvalidInput, JobNotFound, UnknownKind
 from longjobs.keys import key_hash, new_api_key
 from longjobs.models import JSON, Event, Job, JobError, Page, Status, new_job_id
@@ -420,10 +421,13 @@ class App:
         """The job's events after ``after``, in order; with ``follow``, live until the terminal
         status event. Raises JobNotFound."""
         backend = await self.open()
+        ended = False  # the job was terminal, or gone, when last looked at
         while True:
             with backend.watch_job(job_id) as watch:
                 events = await backend.list_events(tenant, job_id, after=after, limit=_EVENT_PAGE)
                 if events is None:
+                    if ended:
+                        return  # deleted while followed: the stream just ends
                     raise JobNotFound(job_id)
                 for event in events:
                     after = event.sequence_number
@@ -435,10 +439,21 @@ class App:
                         return
                     continue
                 if not events:
-                    job = await backend.get_job(tenant, job_id, with_result=False)
-                    if job is None or job.is_terminal:
+                    if ended:
                         return
-                    await watch.wait(_FOLLOW_POLL_SECONDS)
+                    # The terminal event is committed with the terminal status, so it may have
+                    # landed just after the read above: once the job has ended, read again.
+                    ended = await _ended_or_waited(backend, watch, tenant, job_id)
+
+
+async def _ended_or_waited(backend: Backend, watch: Watch, tenant: str, job_id: str) -> bool:
+    """True when the job is terminal or gone; else False, once ``watch`` fired or a poll
+    interval passed."""
+    job = await backend.get_job(tenant, job_id, with_result=False)
+    if job is None or job.is_terminal:
+        return True
+    await watch.wait(_FOLLOW_POLL_SECONDS)
+    return False
 
 
 _FOLLOW_POLL_SECONDS = 1.0

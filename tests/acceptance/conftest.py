@@ -27,7 +27,8 @@ def pytest_runtest_makereport(
     return report
 
 
-def _attach(request: pytest.FixtureRequest, cluster: Cluster) -> None:
+def report_on_failure(request: pytest.FixtureRequest, cluster: Cluster) -> None:
+    """Add the stderr of ``cluster``'s processes to the report of the test, should it fail."""
     request.node.stash.setdefault(CLUSTERS, []).append(cluster)
 
 
@@ -35,7 +36,7 @@ def _attach(request: pytest.FixtureRequest, cluster: Cluster) -> None:
 def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]:
     """Processes started by one test; all are SIGKILLed (whole groups) at teardown."""
     processes = Cluster(tmp_path)
-    _attach(request, processes)
+    report_on_failure(request, processes)
     try:
         yield processes
     finally:
@@ -43,11 +44,14 @@ def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]
 
 
 @pytest.fixture(scope="module")
-def shared_serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """One ``longjobs serve`` (API and in-process worker) for the tests of a module."""
+def shared_serve(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Cluster]:
+    """One ``longjobs serve`` (API and in-process worker) for the tests of a module, with the
+    module's ``SERVE_ENV`` settings if it has any."""
     processes = Cluster(tmp_path_factory.mktemp("serve"))
     try:
-        processes.serve(concurrency=8)
+        processes.serve(concurrency=8, env=getattr(request.module, "SERVE_ENV", None))
         yield processes
     finally:
         processes.stop_all()
@@ -55,7 +59,7 @@ def shared_serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 @pytest.fixture
 def served(request: pytest.FixtureRequest, shared_serve: Cluster) -> Cluster:
-    _attach(request, shared_serve)
+    report_on_failure(request, shared_serve)
     return shared_serve
 
 

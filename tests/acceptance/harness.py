@@ -9,6 +9,7 @@ report of a failed test.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -225,6 +226,26 @@ class Cluster:
         return "\n".join(parts)
 
 
+def run_keys(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
+    """``longjobs keys *args`` against the cluster's database, as an operator runs it."""
+    return subprocess.run(
+        [str(LONGJOBS), "keys", *args, "--database-url", cluster.database_url],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def create_key(cluster: Cluster, tenant: str) -> tuple[str, str]:
+    """A new API key of ``tenant`` made with the command line: its id and its secret."""
+    done = run_keys(cluster, "create", "--tenant", tenant, "--json")
+    assert done.returncode == 0, done.stderr
+    created = json.loads(done.stdout)
+    return created["id"], created["key"]
+
+
 def wait_worker_ready(process: LongjobsProcess) -> None:
     """Return once the worker logged that it started; AssertionError if it exited instead."""
     wait_until(
@@ -320,7 +341,9 @@ class SSEFrame:
 
 
 def read_sse(lines: Iterator[str]) -> Iterator[SSEFrame]:
-    """The frames of a Server-Sent Events stream (comments dropped), as the spec parses them."""
+    """The frames of a Server-Sent Events stream (comments dropped), as the spec parses them: a
+    frame counts once its blank line arrives, and one cut short by the end of the stream is
+    dropped, so a client that resumes after the last frame it got misses nothing."""
     frame = SSEFrame()
     seen = False
     for line in lines:
@@ -342,5 +365,3 @@ def read_sse(lines: Iterator[str]) -> Iterator[SSEFrame]:
             frame.data = f"{frame.data}\n{value}" if frame.data else value
         elif name == "retry" and value.isdigit():
             frame.retry = int(value)
-    if seen:
-        yield frame

@@ -3,30 +3,18 @@
 from __future__ import annotations
 
 import json
-import subprocess
 
 import httpx
 import pytest
 
-from tests.acceptance.harness import LONGJOBS, ROOT, Cluster
+from tests.acceptance.harness import Cluster, run_keys
 
 pytestmark = pytest.mark.acceptance
 
 
-def keys(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(LONGJOBS), "keys", *args, "--database-url", cluster.database_url],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        stdin=subprocess.DEVNULL,
-    )
-
-
 def test_keys_made_with_the_cli_guard_a_running_server(cluster: Cluster) -> None:
-    created = keys(cluster, "create", "--tenant", "acme")
-    other = json.loads(keys(cluster, "create", "--tenant", "bob", "--json").stdout)
+    created = run_keys(cluster, "create", "--tenant", "acme")
+    other = json.loads(run_keys(cluster, "create", "--tenant", "bob", "--json").stdout)
     server = cluster.serve()
     acme = {"Authorization": f"Bearer {created.stdout.strip()}"}
     bob = {"Authorization": f"Bearer {other['key']}"}
@@ -39,9 +27,9 @@ def test_keys_made_with_the_cli_guard_a_running_server(cluster: Cluster) -> None
         job_url = f"/v1/jobs/{submitted.json()['id']}"
         own = client.get(job_url, headers=acme)
         foreign = client.get(job_url, headers=bob)
-        listing = json.loads(keys(cluster, "ls", "--json").stdout)
+        listing = json.loads(run_keys(cluster, "ls", "--json").stdout)
         acme_id = next(row["id"] for row in listing if row["tenant"] == "acme")
-        revoked = keys(cluster, "revoke", acme_id)
+        revoked = run_keys(cluster, "revoke", acme_id)
         after = client.get(job_url, headers=acme)
 
     assert created.returncode == 0
@@ -61,7 +49,7 @@ def test_keys_made_with_the_cli_guard_a_running_server(cluster: Cluster) -> None
 
 
 def test_revoking_an_unknown_key_is_one_line_and_non_zero(cluster: Cluster) -> None:
-    done = keys(cluster, "revoke", "key_0000")
+    done = run_keys(cluster, "revoke", "key_0000")
 
     assert done.returncode != 0
     assert done.stderr.strip().splitlines() == ["longjobs: no active key 'key_0000'"]

@@ -92,6 +92,20 @@ def test_the_websocket_handshake_needs_a_key_once_keys_exist(cluster: Cluster) -
     assert foreign.value.response.status_code == 404
 
 
+def test_a_handshake_on_a_path_without_websocket_is_a_404_problem(cluster: Cluster) -> None:
+    server = cluster.serve()
+    refusals = []
+    for path in ["/v1/jobs/..%2F/ws", "/v1/jobs", "/no/such/socket"]:
+        with pytest.raises(InvalidStatus) as refused:
+            connect(ws_url(server.base_url, path)).close()
+        refusals.append(refused.value.response)
+
+    for response in refusals:
+        assert response.status_code == 404
+        assert response.headers["Content-Type"] == "application/problem+json"
+        assert json.loads(bytes(response.body or b""))["type"] == "/problems/not-found"
+
+
 def test_event_streams_past_the_cap_are_refused_with_429(cluster: Cluster) -> None:
     server = cluster.serve(env={"LONGJOBS_MAX_STREAMS_PER_KEY": "1"})
     with httpx.Client(base_url=server.base_url or "", timeout=10) as client:
@@ -109,6 +123,8 @@ def test_event_streams_past_the_cap_are_refused_with_429(cluster: Cluster) -> No
     assert second.status_code == 429
     assert second.headers["retry-after"] == "5"
     assert refused.value.response.status_code == 429
+    assert refused.value.response.headers["Retry-After"] == "5"
+    assert json.loads(bytes(refused.value.response.body or b""))["retry_after"] == 5
     assert after.status_code == 200
 
 

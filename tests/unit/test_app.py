@@ -12,7 +12,7 @@ from longjobs import App, Context, RetryPolicy, Settings
 from longjobs.app import request_hash
 from longjobs.backends.base import Completed, Failed
 from longjobs.errors import ConfigurationError, InvalidInput, JobNotFound, UnknownKind
-from longjobs.models import Status
+from longjobs.models import Job, Status
 
 
 class Document(BaseModel):
@@ -319,3 +319,29 @@ async def test_cancelling_a_pending_job_through_the_app(opened: App) -> None:
 
     assert cancelled.status is Status.CANCELLED
     assert (await opened.wait(job.id, timeout=1.0)).status is Status.CANCELLED
+
+
+async def test_a_followed_stream_ends_with_the_terminal_event_that_lands_between_its_reads(
+    opened: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = await opened.submit("ping")
+    backend = opened.backend
+    read_job = backend.get_job
+
+    async def finished_just_before(tenant: str, job_id: str, *, with_result: bool = True) -> Job:
+        # The job ends after the stream found no new event and before it reads the job's status.
+        monkeypatch.setattr(backend, "get_job", read_job)
+        await opened.cancel(job_id, tenant=tenant)
+        found = await read_job(tenant, job_id, with_result=with_result)
+        assert found is not None
+        return found
+
+    stream = opened.events(job.id, follow=True)
+    first = await anext(stream)
+    monkeypatch.setattr(backend, "get_job", finished_just_before)
+    rest = [event async for event in stream]
+
+    assert (first.sequence_number, first.data["status"]) == (0, "pending")
+    assert [(e.sequence_number, e.type, e.data["status"]) for e in rest] == [
+        (1, "status", "cancelled")
+    ]

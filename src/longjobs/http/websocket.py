@@ -4,8 +4,9 @@ The same events as the SSE stream (``event.to_wire()`` as JSON, one per frame), 
 ``?after=N`` (default: the whole log) and followed live; the server closes with 1000 after the
 terminal status event. The client may send ``{"type": "cancel"}``; the stream goes on and shows
 the cancellation. A refused handshake (401 without a valid key, 404 for another tenant's or a
-missing job) is answered with the problem as a plain HTTP response where the server supports
-it, else closed with 1008. A disconnect never cancels the job.
+missing job, 429 past the stream cap) is answered with the problem as a plain HTTP response
+where the server supports it, else closed with 1008; so is a handshake on any other path (404).
+A disconnect never cancels the job.
 """
 
 from __future__ import annotations
@@ -42,8 +43,8 @@ async def job_websocket(websocket: WebSocket, job_id: str) -> None:
             state.streams.check(caller_of(websocket))
     except ProblemError as exc:
         return await _deny(websocket, exc)
-    except JobNotFound:
-        return await _deny(websocket, ProblemError("job-not-found", f"job {job_id!r} not found"))
+    except JobNotFound as exc:
+        return await _deny(websocket, ProblemError("job-not-found", str(exc), job_id=job_id))
     slot = state.streams.hold(caller_of(websocket)) if state.streams else contextlib.nullcontext()
     with slot:
         await websocket.accept()
@@ -65,8 +66,18 @@ def _after(value: str | None) -> int:
     return int(value)
 
 
+@router.websocket("/{path:path}")
+async def unknown_websocket(websocket: WebSocket, path: str) -> None:
+    """A handshake on a path no WebSocket route serves: the 404 problem an HTTP request gets,
+    rather than Starlette's bare 403."""
+    await _deny(websocket, ProblemError("not-found", f"no route for {websocket.url.path}"))
+
+
 async def _deny(websocket: WebSocket, problem: ProblemError) -> None:
-    response = problem_response(problem.slug, problem.detail, headers=problem.headers)
+    # The same problem body and headers as over HTTP: job_id on a 404, Retry-After on a 429.
+    response = problem_response(
+        problem.slug, problem.detail, headers=problem.headers, **problem.extra
+    )
     if "websocket.http.response" in websocket.scope.get("extensions", {}):
         await websocket.send_denial_response(response)
     else:

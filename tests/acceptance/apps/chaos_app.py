@@ -77,6 +77,37 @@ async def ledger_job(ctx: Context, params: LedgerIn) -> dict[str, Any]:
     }
 
 
+class ChattyIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    lines: int = Field(ge=1, le=10_000)
+    interval_ms: int = Field(ge=0, le=60_000)
+
+
+@app.job
+async def chatty(ctx: Context, params: ChattyIn) -> dict[str, Any]:
+    """Logs ``line N`` for N in 0..lines-1, one event each, every ``interval_ms``; checkpoints
+    after each line, so a later attempt goes on after the last line stored (none twice)."""
+    resumed_from = _resume_point(ctx)
+    for number in range(resumed_from, params.lines):
+        await ctx.log(f"line {number}", number=number)
+        await ctx.checkpoint({"step": number + 1})
+        await asyncio.sleep(params.interval_ms / 1000)
+    return {"lines": params.lines, "attempt": ctx.attempt, "resumed_from": resumed_from}
+
+
+class LargeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kilobytes: int = Field(ge=1, le=64 * 1024)
+
+
+@app.job
+async def large_result(ctx: Context, params: LargeIn) -> dict[str, Any]:
+    """Returns a result of about ``kilobytes`` KiB (over the inline limit when large enough)."""
+    return {"text": "x" * (params.kilobytes * 1024)}
+
+
 @app.job
 async def sleepy(ctx: Context, params: SleepyIn) -> dict[str, Any]:
     """Sleeps; a cancellation is cleaned up twice over: ``ctx.on_cancel`` and ``finally``."""
