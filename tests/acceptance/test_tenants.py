@@ -482,6 +482,7 @@ ALL_ROUTES: dict[str, Call] = {
     "GET /v1/jobs": _get("/v1/jobs"),
     "GET /v1/kinds": _get("/v1/kinds"),
     "GET /metrics": _get("/metrics"),
+    "GET /v1/events": _get("/v1/events"),
     **ID_ROUTES,
 }
 
