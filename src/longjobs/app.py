@@ -27,7 +27,15 @@ from pydantic_core import PydanticSerializationError
 
 from longjobs import metrics
 from longjobs.backends import open_backend
-from longjobs.backends.base import ApiKey, Backend, Completed, Failed, NewJob, StoredResult
+from longjobs.backends.base import (
+    ApiKey,
+    Backend,
+    Completed,
+    Failed,
+    NewJob,
+    ResultStream,
+    StoredResult,
+)
 from longjobs.backends.notify import Watch
 from longjobs.errors import ConfigurationError, InvalidInput, JobNotFound, UnknownKind
 from longjobs.keys import key_hash, new_api_key
@@ -371,6 +379,13 @@ class App:
         """The stored result body, or None (not finished, failed, or expired: see ``get``)."""
         backend = await self.open()
         return await backend.get_result(tenant, job_id)
+
+    async def stream_result(
+        self, job_id: str, *, tenant: str = DEFAULT_TENANT, chunk_size: int = 256 * 1024
+    ) -> ResultStream | None:
+        """The stored result read part by part (see ``Backend.stream_result``), or None."""
+        backend = await self.open()
+        return await backend.stream_result(tenant, job_id, chunk_size=chunk_size)
 
     # -- API keys ------------------------------------------------------------------------
     async def create_api_key(self, tenant: str, *, name: str | None = None) -> tuple[ApiKey, str]:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from datetime import UTC, datetime
 
 import pytest
 
-from longjobs.backends.base import Backend, Cancelled, Completed, Failed, Finish
+from longjobs.backends.base import Backend, Cancelled, Completed, Failed, Finish, ResultStream
 from longjobs.errors import IdempotencyConflict
 from longjobs.models import JobError, Status, Usage
 from tests.backends.contract import (
@@ -599,3 +600,40 @@ async def test_finishing_one_job_twice_in_a_batch_accepts_only_the_first(
         "running",
         "completed",
     ]
+
+
+async def _read(stream: ResultStream) -> list[bytes]:
+    return [chunk async for chunk in stream.chunks]
+
+
+async def test_a_large_result_streams_in_parts_of_the_asked_size(backend: Backend) -> None:
+    job = await start(backend)
+    body = os.urandom(1024 * 1024 + 17)
+    assert await finish(backend, job, Completed(body, "application/octet-stream"))
+
+    stream = await backend.stream_result(TENANT, job.id, chunk_size=256 * 1024)
+
+    assert stream is not None
+    assert (stream.content_type, stream.size) == ("application/octet-stream", len(body))
+    parts = await _read(stream)
+    assert [len(p) for p in parts] == [256 * 1024] * 4 + [17]
+    assert b"".join(parts) == body
+
+
+async def test_a_small_result_streams_as_one_part(backend: Backend) -> None:
+    job = await start(backend)
+    await complete(backend, job, {"summary": "a fox"})
+
+    stream = await backend.stream_result(TENANT, job.id)
+
+    assert stream is not None
+    assert (stream.content_type, stream.size) == ("application/json", 20)
+    assert await _read(stream) == [b'{"summary": "a fox"}']
+
+
+async def test_no_stream_without_a_result_or_for_another_tenant(backend: Backend) -> None:
+    job = await start(backend)
+    assert await backend.stream_result(TENANT, job.id) is None
+    await complete(backend, job, [1])
+    assert await backend.stream_result(OTHER_TENANT, job.id) is None
+    assert await backend.stream_result(TENANT, "job_missing") is None

@@ -11,9 +11,15 @@ from pathlib import Path
 
 import pytest
 
+from longjobs.backends.base import Completed, Finish
 from longjobs.backends.sqlite import SCHEMA_VERSION, SQLiteBackend, parse_sqlite_url
 from longjobs.backends.sqlite_db import Tx
-from longjobs.errors import ConfigurationError, IdempotencyConflict, SchemaVersionError
+from longjobs.errors import (
+    ConfigurationError,
+    IdempotencyConflict,
+    SchemaVersionError,
+    StorageError,
+)
 from longjobs.models import Status
 from longjobs.settings import Settings
 from tests.backends.contract import (
@@ -343,3 +349,22 @@ def test_processes_opening_a_new_file_together_all_succeed(tmp_path: Path) -> No
         ]
         errors = [p.communicate(timeout=60)[1] for p in processes]
         assert [p.returncode for p in processes] == [0, 0, 0, 0], errors
+
+
+async def test_a_result_removed_while_it_streams_ends_with_a_storage_error(
+    sqlite_backend: SQLiteBackend,
+) -> None:
+    job = await start(sqlite_backend)
+    body = b"z" * (600 * 1024)
+    [done] = await sqlite_backend.finish_jobs(
+        WORKER, [Finish(job.id, job.attempt, Completed(body, "application/octet-stream"))]
+    )
+    assert done
+    stream = await sqlite_backend.stream_result(TENANT, job.id, chunk_size=256 * 1024)
+    assert stream is not None
+    first = await anext(stream.chunks)
+    assert await sqlite_backend.delete_job(TENANT, job.id)
+
+    with pytest.raises(StorageError, match="went away"):
+        await anext(stream.chunks)
+    assert len(first) == 256 * 1024

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -210,6 +211,22 @@ async def test_a_result_over_the_inline_limit_is_only_served_by_result(h: Harnes
     assert fetched["links"]["result"] == f"/v1/jobs/{job['id']}/result"
     assert result.status_code == 200
     assert result.json() == big
+
+
+async def test_a_multi_megabyte_result_is_streamed_whole_with_its_length(h: Harness) -> None:
+    job = await h.submit()
+    big = {"text": "y" * (3 * 1024 * 1024)}
+    await h.run(job["id"], big)
+
+    async with h.client.stream("GET", f"/v1/jobs/{job['id']}/result") as response:
+        parts = [part async for part in response.aiter_raw()]
+        assert response.status_code == 200
+        assert response.headers["content-type"] == "application/json"
+        length = int(response.headers["content-length"])
+
+    body = b"".join(parts)
+    assert length == len(body) == len(json.dumps(big).encode())
+    assert json.loads(body) == big
 
 
 async def test_wait_returns_as_soon_as_the_status_changes(h: Harness) -> None:

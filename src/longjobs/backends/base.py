@@ -11,7 +11,7 @@ overwrite the work of a newer attempt. Lease times are computed on the store's c
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -106,6 +106,16 @@ class StoredResult:
 
     body: bytes
     content_type: str = "application/json"
+
+
+@dataclass(frozen=True, slots=True)
+class ResultStream:
+    """A stored result read part by part: ``chunks`` yields its ``size`` bytes in order and
+    raises StorageError if the result goes away (expires) before it is all read."""
+
+    content_type: str
+    size: int
+    chunks: AsyncGenerator[bytes, None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +218,12 @@ class Backend(Protocol):
 
     async def get_result(self, tenant: str, job_id: str) -> StoredResult | None:
         """The stored result body, or None when there is none (never stored or expired)."""
+
+    async def stream_result(
+        self, tenant: str, job_id: str, *, chunk_size: int = 256 * 1024
+    ) -> ResultStream | None:
+        """The stored result in parts of at most ``chunk_size`` bytes, each read from the store
+        when it is wanted (a large result is never held whole); None as for ``get_result``."""
 
     async def list_events(
         self, tenant: str, job_id: str, *, after: int = -1, limit: int = 1000

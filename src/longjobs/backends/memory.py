@@ -10,7 +10,7 @@ import dataclasses
 import itertools
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -22,6 +22,7 @@ from longjobs.backends.base import (
     Heartbeat,
     JobUpdate,
     NewJob,
+    ResultStream,
     StoredResult,
     Sweep,
 )
@@ -369,6 +370,20 @@ class MemoryBackend:
         if rec.expires_at is not None and rec.expires_at <= self.now():
             return None
         return rec.result
+
+    async def stream_result(
+        self, tenant: str, job_id: str, *, chunk_size: int = 256 * 1024
+    ) -> ResultStream | None:
+        stored = await self.get_result(tenant, job_id)
+        if stored is None:
+            return None
+        body = stored.body
+
+        async def chunks() -> AsyncGenerator[bytes, None]:
+            for offset in range(0, len(body), chunk_size):
+                yield body[offset : offset + chunk_size]
+
+        return ResultStream(stored.content_type, len(body), chunks())
 
     async def list_events(
         self, tenant: str, job_id: str, *, after: int = -1, limit: int = 1000

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 from longjobs.backends.base import (
@@ -24,6 +25,7 @@ from longjobs.backends.base import (
     Heartbeat,
     JobUpdate,
     NewJob,
+    ResultStream,
     StoredResult,
     Sweep,
 )
@@ -59,6 +61,7 @@ from longjobs.backends.sqlite_sql import (
 )
 from longjobs.errors import (
     IdempotencyConflict,
+    StorageError,
     StorageUnavailable,
 )
 from longjobs.models import Event, Job, Page, Status
@@ -399,6 +402,31 @@ class SQLiteBackend:
 
         return await self.readers.run(op)
 
+    async def stream_result(
+        self, tenant: str, job_id: str, *, chunk_size: int = 256 * 1024
+    ) -> ResultStream | None:
+        def locate(conn: sqlite3.Connection) -> sqlite3.Row | None:
+            row: sqlite3.Row | None = conn.execute(
+                Q["locate_result"], (job_id, tenant, time.time())
+            ).fetchone()
+            return row
+
+        row = await self.readers.run(locate)
+        if row is None or (row["inline"] is None and row["num"] is None):
+            return None
+        if row["inline"] is not None:
+            body = str(row["inline"]).encode()
+            return ResultStream("application/json", len(body), _one_chunk(body))
+        num, size = int(row["num"]), int(row["size"])
+
+        async def chunks() -> AsyncGenerator[bytes, None]:
+            for offset in range(0, size, chunk_size):
+                yield await self.readers.run(
+                    functools.partial(_read_blob, num=num, offset=offset, size=chunk_size)
+                )
+
+        return ResultStream(str(row["content_type"]), size, chunks())
+
     async def list_events(
         self, tenant: str, job_id: str, *, after: int = -1, limit: int = 1000
     ) -> list[Event] | None:
@@ -519,3 +547,18 @@ class _DueWorkWatch:
 
     def close(self) -> None:
         self._watch.close()
+
+
+async def _one_chunk(body: bytes) -> AsyncGenerator[bytes, None]:
+    yield body
+
+
+def _read_blob(conn: sqlite3.Connection, num: int, offset: int, size: int) -> bytes:
+    """``size`` bytes at ``offset`` of result ``num``, read in place (SQLite's incremental
+    BLOB I/O); StorageError if the result was removed (expired, or its job deleted)."""
+    try:
+        with conn.blobopen("results", "body", num, readonly=True) as blob:
+            blob.seek(offset)
+            return blob.read(size)
+    except sqlite3.OperationalError as exc:
+        raise StorageError(f"the result went away while it was read: {exc}") from None

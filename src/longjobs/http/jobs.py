@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
 from longjobs.app import App, JobKind, request_hash
 from longjobs.http.dependencies import AppDep, SettingsDep, StateDep, TenantDep
@@ -287,12 +289,28 @@ async def get_result(job_id: str, app: AppDep, tenant: TenantDep) -> Response:
     ``Retry-After``) and for failed or cancelled jobs (with their error); 410 once expired."""
     job = await app.get(job_id, tenant=tenant)
     _raise_unless_completed(job)
-    stored = None if job.result_expired else await app.result(job_id, tenant=tenant)
+    stored = None if job.result_expired else await app.stream_result(job_id, tenant=tenant)
     if stored is None:
         return problem_response(
             "result-expired", f"the result of job {job_id!r} has expired", job_id=job_id
         )
-    return Response(stored.body, media_type=stored.content_type)
+    first = await anext(stored.chunks, b"")
+    if len(first) == stored.size:  # all of it in one part: an ordinary response
+        return Response(first, media_type=stored.content_type)
+    return StreamingResponse(
+        _then(first, stored.chunks),
+        media_type=stored.content_type,
+        headers={"Content-Length": str(stored.size)},
+    )
+
+
+async def _then(first: bytes, rest: AsyncGenerator[bytes, None]) -> AsyncIterator[bytes]:
+    """``first``, then the rest of a result; a result that expires midway ends the response
+    short of its Content-Length, which clients see as an error (never a silent truncation)."""
+    yield first
+    async with contextlib.aclosing(rest):
+        async for chunk in rest:
+            yield chunk
 
 
 def _raise_unless_completed(job: Job) -> None:

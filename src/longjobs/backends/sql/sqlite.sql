@@ -237,6 +237,13 @@ FROM jobs LEFT JOIN results ON results.job_num = jobs.num
 WHERE jobs.id = ? AND jobs.tenant = ? AND jobs.status = 'completed'
       AND jobs.result_size IS NOT NULL AND (jobs.expires_at IS NULL OR jobs.expires_at > ?)
 
+-- name: locate_result
+SELECT jobs.result AS inline, results.job_num AS num, results.content_type AS content_type,
+       jobs.result_size AS size
+FROM jobs LEFT JOIN results ON results.job_num = jobs.num
+WHERE jobs.id = ? AND jobs.tenant = ? AND jobs.status = 'completed'
+      AND jobs.result_size IS NOT NULL AND (jobs.expires_at IS NULL OR jobs.expires_at > ?)
+
 -- name: job_exists
 SELECT 1 FROM jobs WHERE id = ? AND tenant = ?
 
