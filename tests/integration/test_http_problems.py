@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -98,6 +99,28 @@ async def test_malformed_json_is_a_400_problem(tmp_path: Path, body: bytes) -> N
 
     detail = problem(response, 400, "malformed-json")["detail"]
     assert "Traceback" not in detail
+
+
+async def test_a_body_nested_too_deeply_to_be_shown_again_is_refused(h: Harness) -> None:
+    def nested(levels: int) -> Any:
+        value: Any = {}
+        for _ in range(levels - 1):
+            value = [value]
+        return value
+
+    # 100 levels with the envelope and metadata around it: the deepest body accepted
+    deepest = {"kind": "echo", "input": {"text": "a"}, "metadata": {"m": nested(98)}}
+    too_deep = {"kind": "echo", "input": {"text": "a"}, "metadata": {"m": nested(300)}}
+
+    accepted = await h.client.post("/v1/jobs", json=deepest)
+    refused = await h.client.post("/v1/jobs", json=too_deep)
+
+    assert accepted.status_code == 202, accepted.text
+    assert (await h.client.get(f"/v1/jobs/{accepted.json()['id']}")).status_code == 200
+    assert "nested too deeply" in problem(refused, 400, "malformed-json")["detail"]
+    listing = await h.client.get("/v1/jobs")
+    assert listing.status_code == 200
+    assert [job["id"] for job in listing.json()["data"]] == [accepted.json()["id"]]
 
 
 # -- validation -----------------------------------------------------------------------------------

@@ -35,18 +35,45 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+MAX_JSON_DEPTH = 100
+"""How deeply a request body may nest arrays and objects. A job is answered inside its resource
+and listings, and pydantic serializes at most 255 levels: a job stored any deeper could be
+submitted but never shown again, and would break every listing it appears in."""
+
+_TOO_DEEP = "the body is not acceptable JSON: it is nested too deeply"
+
+
 def parse_json(body: bytes) -> Any:
     """The JSON value of ``body``; ProblemError 400 ``malformed-json`` for anything that is not
-    strict JSON (NaN and Infinity included), saying where it went wrong but not echoing it."""
+    strict JSON (NaN and Infinity included) or nests over ``MAX_JSON_DEPTH`` levels, saying
+    where it went wrong but not echoing it."""
     try:
-        return json.loads(body, parse_constant=_reject_constant)
+        value = json.loads(body, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
         detail = f"the body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
     except RecursionError:
-        detail = "the body is not acceptable JSON: it is nested too deeply"
+        detail = _TOO_DEEP
     except ValueError as exc:  # bad UTF-8, NaN or Infinity, an integer of too many digits
         detail = f"the body is not valid JSON: {str(exc)[:200]}"
+    else:
+        if _depth(value) <= MAX_JSON_DEPTH:
+            return value
+        detail = _TOO_DEEP
     raise ProblemError("malformed-json", detail)
+
+
+def _depth(value: Any) -> int:
+    """How many arrays and objects deep ``value`` nests (a scalar is 0), without recursion."""
+    deepest = 0
+    pending = [(value, 1)]
+    while pending:
+        item, level = pending.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            deepest = max(deepest, level)
+            pending.extend((child, level + 1) for child in item)
+    return deepest
 
 
 def parse_submission(value: Any) -> SubmitRequest:
