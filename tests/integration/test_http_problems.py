@@ -178,6 +178,25 @@ async def test_input_failing_the_kind_schema_lists_each_field(h: Harness) -> Non
     }
 
 
+async def test_input_is_held_to_its_json_schema_without_coercion(h: Harness) -> None:
+    async def submit(job_input: Any) -> Any:
+        return await h.client.post("/v1/jobs", json={"kind": "echo", "input": job_input})
+
+    coerced = {
+        "count as a string": await submit({"text": "a", "count": "2"}),
+        "count as a boolean": await submit({"text": "a", "count": True}),
+        "count with a fraction": await submit({"text": "a", "count": 2.5}),
+        "text as a number": await submit({"text": 5}),
+    }
+    whole = await submit({"text": "a", "count": 2.0})
+
+    for case, response in coerced.items():
+        body = problem(response, 422, "invalid-input")
+        assert body["errors"][0]["loc"][:2] == ["body", "input"], case
+    assert whole.status_code == 202, whole.text
+    assert whole.json()["input"] == {"text": "a", "count": 2}
+
+
 async def test_unknown_kind_is_a_404_problem(h: Harness) -> None:
     response = await h.client.post("/v1/jobs", json={"kind": "nope", "input": {}})
 

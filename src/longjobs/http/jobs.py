@@ -11,7 +11,13 @@ from longjobs.app import App, JobKind, request_hash
 from longjobs.http.dependencies import AppDep, SettingsDep, StateDep, TenantDep
 from longjobs.http.limits import PendingGate
 from longjobs.http.problems import AUTHENTICATED, ProblemError, documented, problem_response
-from longjobs.http.submission import Preferences, parse_json, parse_submission, read_body
+from longjobs.http.submission import (
+    Preferences,
+    check_input,
+    parse_json,
+    parse_submission,
+    read_body,
+)
 from longjobs.models import Job, Status
 from longjobs.schemas import (
     JobErrorResource,
@@ -126,6 +132,7 @@ async def submit_job(
     ``Idempotent-Replayed: true``.
     """
     submission = parse_submission(parse_json(await read_body(request, settings.max_body_bytes)))
+    check_input(app.kind(submission.kind), submission.input)
     preferences = Preferences.parse(request.headers.getlist("prefer"))  # before the commit
     if state.pending is not None:
         await _admit(app, state.pending, tenant)

@@ -9,6 +9,8 @@ from typing import Any
 from pydantic import ValidationError
 from starlette.requests import Request
 
+from longjobs.app import JobKind
+from longjobs.errors import InvalidInput
 from longjobs.http.problems import ProblemError, field_errors, invalid_input_detail
 from longjobs.schemas import SubmitRequest
 
@@ -83,6 +85,37 @@ def parse_submission(value: Any) -> SubmitRequest:
     except ValidationError as exc:
         errors = field_errors(exc.errors(), prefix=("body",))
         raise ProblemError("invalid-input", invalid_input_detail(errors), errors=errors) from None
+
+
+def check_input(kind: JobKind, raw: Any) -> None:
+    """Raise InvalidInput unless ``raw``, an input sent as JSON, fits the kind's JSON Schema as
+    ``/v1/kinds`` and the OpenAPI document publish it.
+
+    The App validates inputs the pydantic way, for Python callers too: lax, so ``"5"`` passes
+    for an integer and ``true`` for a number. Over HTTP the input is JSON and its schema is the
+    contract, so it is validated in pydantic's strict JSON mode first, where a float with no
+    fraction is an integer, as in JSON Schema.
+    """
+    if kind.input_adapter is None:
+        kind.validate_input(raw)
+        return
+    try:
+        kind.input_adapter.validate_json(json.dumps(_whole_numbers(raw)), strict=True)
+    except ValidationError as exc:
+        errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+        raise InvalidInput(kind.name, errors) from None
+
+
+def _whole_numbers(value: Any) -> Any:
+    # Strict mode takes an int for a float but no float for an int: floats with no fraction
+    # become ints. Recursion is safe: parse_json refused anything nested over MAX_JSON_DEPTH.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list):
+        return [_whole_numbers(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _whole_numbers(item) for key, item in value.items()}
+    return value
 
 
 @dataclass(frozen=True, slots=True)
