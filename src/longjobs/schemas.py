@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 
 from longjobs.models import JSON, Status
 
@@ -36,6 +36,16 @@ Timestamp = Annotated[datetime, PlainSerializer(rfc3339, return_type=str, when_u
 Seconds = Annotated[float, Field(gt=0, le=MAX_SECONDS, allow_inf_nan=False)]
 
 
+def _whole(value: Any) -> Any:
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+WHOLE = BeforeValidator(_whole)
+"""Lets an ``int`` field take ``3.0``: JSON does not tell ``3`` from ``3.0``, and neither does
+JSON Schema's ``integer``. Other floats and strings are still refused. It goes after the
+field's bounds in ``Annotated``, or the bounds drop out of the JSON Schema."""
+
+
 class SubmitRequest(BaseModel):
     """The body of ``POST /v1/jobs``. Unknown fields are refused, types are not coerced."""
 
@@ -43,9 +53,9 @@ class SubmitRequest(BaseModel):
 
     kind: str = Field(min_length=1, max_length=200)
     input: JSON = None
-    priority: int = Field(0, ge=-MAX_PRIORITY, le=MAX_PRIORITY)
+    priority: Annotated[int, Field(ge=-MAX_PRIORITY, le=MAX_PRIORITY), WHOLE] = 0
     timeout_seconds: Seconds | None = None
-    max_attempts: int | None = Field(None, ge=1, le=1000)
+    max_attempts: Annotated[int, Field(ge=1, le=1000), WHOLE] | None = None
     result_ttl_seconds: Seconds | None = None
     delay_seconds: float = Field(0.0, ge=0, le=MAX_SECONDS, allow_inf_nan=False)
     metadata: dict[str, JSON] | None = None

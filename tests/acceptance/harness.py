@@ -162,11 +162,12 @@ class Cluster:
         worker: bool = True,
         concurrency: int = 4,
         env: Mapping[str, str] | None = None,
+        app: str = APP,
     ) -> LongjobsProcess:
-        """``longjobs serve`` on a free loopback port, once ``/healthz`` answers."""
+        """``longjobs serve`` of ``app`` on a free loopback port, once ``/healthz`` answers."""
         for _ in range(3):  # another process may take the port between our probe and the bind
             port = free_port()
-            args = ["serve", APP, "--port", str(port), "--concurrency", str(concurrency)]
+            args = ["serve", app, "--port", str(port), "--concurrency", str(concurrency)]
             if not worker:
                 args.append("--no-worker")
             process = self.start("serve", [*args, *options], env=env)

@@ -77,6 +77,22 @@ async def test_submit_options_are_stored_and_internals_are_not_shown(h: Harness)
         assert internal not in fetched
 
 
+async def test_integer_options_may_be_written_as_whole_floats(h: Harness) -> None:
+    # JSON does not tell 3 from 3.0, nor does the JSON Schema "integer" the document gives.
+    whole = await h.client.post(
+        "/v1/jobs",
+        json={"kind": "echo", "input": {"text": "x"}, "priority": 3.0, "max_attempts": 2.0},
+    )
+    fraction = await h.client.post(
+        "/v1/jobs", json={"kind": "echo", "input": {"text": "x"}, "priority": 3.5}
+    )
+
+    assert whole.status_code == 202, whole.text
+    assert (whole.json()["priority"], whole.json()["max_attempts"]) == (3, 2)
+    assert fraction.status_code == 422
+    assert [error["loc"] for error in fraction.json()["errors"]] == [["body", "priority"]]
+
+
 async def test_input_defaults_of_the_kind_schema_are_filled_in(h: Harness) -> None:
     job = await h.submit(input={"text": "x"})
 

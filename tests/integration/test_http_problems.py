@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -100,6 +101,28 @@ async def test_malformed_json_is_a_400_problem(tmp_path: Path, body: bytes) -> N
     assert "Traceback" not in detail
 
 
+async def test_a_body_nested_too_deeply_to_be_shown_again_is_refused(h: Harness) -> None:
+    def nested(levels: int) -> Any:
+        value: Any = {}
+        for _ in range(levels - 1):
+            value = [value]
+        return value
+
+    # 100 levels with the envelope and metadata around it: the deepest body accepted
+    deepest = {"kind": "echo", "input": {"text": "a"}, "metadata": {"m": nested(98)}}
+    too_deep = {"kind": "echo", "input": {"text": "a"}, "metadata": {"m": nested(300)}}
+
+    accepted = await h.client.post("/v1/jobs", json=deepest)
+    refused = await h.client.post("/v1/jobs", json=too_deep)
+
+    assert accepted.status_code == 202, accepted.text
+    assert (await h.client.get(f"/v1/jobs/{accepted.json()['id']}")).status_code == 200
+    assert "nested too deeply" in problem(refused, 400, "malformed-json")["detail"]
+    listing = await h.client.get("/v1/jobs")
+    assert listing.status_code == 200
+    assert [job["id"] for job in listing.json()["data"]] == [accepted.json()["id"]]
+
+
 # -- validation -----------------------------------------------------------------------------------
 async def test_each_bad_envelope_field_is_listed(h: Harness) -> None:
     response = await h.client.post(
@@ -153,6 +176,25 @@ async def test_input_failing_the_kind_schema_lists_each_field(h: Harness) -> Non
         ("body", "input", "text"): "missing",
         ("body", "input", "count"): "greater_than_equal",
     }
+
+
+async def test_input_is_held_to_its_json_schema_without_coercion(h: Harness) -> None:
+    async def submit(job_input: Any) -> Any:
+        return await h.client.post("/v1/jobs", json={"kind": "echo", "input": job_input})
+
+    coerced = {
+        "count as a string": await submit({"text": "a", "count": "2"}),
+        "count as a boolean": await submit({"text": "a", "count": True}),
+        "count with a fraction": await submit({"text": "a", "count": 2.5}),
+        "text as a number": await submit({"text": 5}),
+    }
+    whole = await submit({"text": "a", "count": 2.0})
+
+    for case, response in coerced.items():
+        body = problem(response, 422, "invalid-input")
+        assert body["errors"][0]["loc"][:2] == ["body", "input"], case
+    assert whole.status_code == 202, whole.text
+    assert whole.json()["input"] == {"text": "a", "count": 2}
 
 
 async def test_unknown_kind_is_a_404_problem(h: Harness) -> None:

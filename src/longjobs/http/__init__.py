@@ -116,7 +116,7 @@ def create_api(
             *probes_router.routes,
         ],
     )
-    openapi.install(api)
+    openapi.install(api, app)
     api.state.longjobs = state
     return api
 

@@ -42,6 +42,7 @@ MAX_SEQUENCE = 2**63 - 2  # what a 64-bit store can hold, less one
 
 @router.get(
     "/v1/jobs/{job_id}/events",
+    operation_id="getJobEvents",
     response_model=None,
     responses={
         200: {

@@ -12,8 +12,15 @@ from starlette.responses import Response, StreamingResponse
 from longjobs.app import App, JobKind, request_hash
 from longjobs.http.dependencies import AppDep, SettingsDep, StateDep, TenantDep
 from longjobs.http.limits import PendingGate
+from longjobs.http.openapi import JOB_HEADERS, JOB_LINKS, NEXT_PAGE_LINK, PREFER, SUBMIT_HEADERS
 from longjobs.http.problems import AUTHENTICATED, ProblemError, documented, problem_response
-from longjobs.http.submission import Preferences, parse_json, parse_submission, read_body
+from longjobs.http.submission import (
+    Preferences,
+    check_input,
+    parse_json,
+    parse_submission,
+    read_body,
+)
 from longjobs.models import Job, Status
 from longjobs.schemas import (
     JobErrorResource,
@@ -100,18 +107,30 @@ def job_response(
 # -- submit --------------------------------------------------------------------------------------
 @router.post(
     "/v1/jobs",
+    operation_id="submitJob",
     status_code=202,
     response_model=None,
     responses={
-        200: {"model": JobResource, "description": "Finished within Prefer: wait, or a replay"},
-        202: {"model": JobResource, "description": "Accepted"},
+        200: {
+            "model": JobResource,
+            "description": "Finished within Prefer: wait, or a replay",
+            "headers": SUBMIT_HEADERS,
+            "links": JOB_LINKS,
+        },
+        202: {
+            "model": JobResource,
+            "description": "Accepted",
+            "headers": SUBMIT_HEADERS,
+            "links": JOB_LINKS,
+        },
         **documented(400, 404, 413, 422, 503),
     },
     openapi_extra={
+        "parameters": [PREFER],
         "requestBody": {
             "required": True,
             "content": {"application/json": {"schema": SubmitRequest.model_json_schema()}},
-        }
+        },
     },
 )
 async def submit_job(
@@ -129,6 +148,7 @@ async def submit_job(
     ``Idempotent-Replayed: true``.
     """
     submission = parse_submission(parse_json(await read_body(request, settings.max_body_bytes)))
+    check_input(app.kind(submission.kind), submission.input)
     preferences = Preferences.parse(request.headers.getlist("prefer"))  # before the commit
     if state.pending is not None:
         await _admit(app, state.pending, tenant)
@@ -180,8 +200,9 @@ async def _apply_preferences(
 # -- read, list, cancel, delete ------------------------------------------------------------------
 @router.get(
     "/v1/jobs/{job_id}",
+    operation_id="getJob",
     response_model=None,
-    responses={200: {"model": JobResource}, **documented(404, 422, 503)},
+    responses={200: {"model": JobResource, "headers": JOB_HEADERS}, **documented(404, 422, 503)},
 )
 async def get_job(
     job_id: str,
@@ -200,18 +221,42 @@ async def get_job(
     return job_response(request, settings, job)
 
 
+_STATUS = "|".join(status.value for status in Status)
+_STATUS_LIST = f"^({_STATUS})(,({_STATUS}))*$"
+
+
 @router.get(
     "/v1/jobs",
+    operation_id="listJobs",
     response_model=None,
-    responses={200: {"model": JobList}, **documented(422, 503)},
+    responses={
+        200: {
+            "model": JobList,
+            "links": {"next": NEXT_PAGE_LINK},
+        },
+        **documented(422, 503),
+    },
 )
 async def list_jobs(
     request: Request,
     app: AppDep,
     settings: SettingsDep,
     tenant: TenantDep,
-    status: Annotated[list[str] | None, Query()] = None,
-    kind: Annotated[list[str] | None, Query()] = None,
+    status: Annotated[
+        list[str] | None,
+        Query(
+            description="Only jobs in one of these statuses: repeat the parameter or separate "
+            "statuses with commas",
+            json_schema_extra={"items": {"type": "string", "pattern": _STATUS_LIST}},
+        ),
+    ] = None,
+    kind: Annotated[
+        list[str] | None,
+        Query(
+            description="Only jobs of one of these kinds: repeat the parameter or separate kinds "
+            "with commas"
+        ),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=1000)] = None,
 ) -> Response:
@@ -256,8 +301,9 @@ def _invalid_query(name: str, msg: str, type_: str) -> ProblemError:
 
 @router.post(
     "/v1/jobs/{job_id}/cancel",
+    operation_id="cancelJob",
     response_model=None,
-    responses={200: {"model": JobResource}, **documented(404, 503)},
+    responses={200: {"model": JobResource, "headers": JOB_HEADERS}, **documented(404, 503)},
 )
 async def cancel_job(
     job_id: str, request: Request, app: AppDep, settings: SettingsDep, tenant: TenantDep
@@ -268,7 +314,9 @@ async def cancel_job(
     return job_response(request, settings, job)
 
 
-@router.delete("/v1/jobs/{job_id}", status_code=204, responses=documented(404, 503))
+@router.delete(
+    "/v1/jobs/{job_id}", operation_id="deleteJob", status_code=204, responses=documented(404, 503)
+)
 async def delete_job(job_id: str, app: AppDep, tenant: TenantDep) -> Response:
     """Forget the job with its events and result (cancelling it first if it runs): 204."""
     await app.delete(job_id, tenant=tenant)
@@ -278,6 +326,7 @@ async def delete_job(job_id: str, app: AppDep, tenant: TenantDep) -> Response:
 # -- result --------------------------------------------------------------------------------------
 @router.get(
     "/v1/jobs/{job_id}/result",
+    operation_id="getJobResult",
     response_model=None,
     responses={
         200: {"description": "The result as stored", "content": {"application/json": {}}},
@@ -334,7 +383,9 @@ def _raise_unless_completed(job: Job) -> None:
 
 
 # -- kinds ---------------------------------------------------------------------------------------
-@router.get("/v1/kinds", response_model=None, responses={200: {"model": KindList}})
+@router.get(
+    "/v1/kinds", operation_id="listKinds", response_model=None, responses={200: {"model": KindList}}
+)
 async def list_kinds(app: AppDep, tenant: TenantDep) -> Response:
     """The registered job kinds, sorted by name, with their JSON Schemas and defaults."""
     kinds = [_kind_resource(app, app.kinds[name]) for name in sorted(app.kinds)]

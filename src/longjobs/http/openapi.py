@@ -1,18 +1,30 @@
-"""The OpenAPI document of the API: FastAPI's, with problems described as they are sent.
+"""The OpenAPI document of the API: what the routes declare beyond their signatures (links,
+answer headers, the ``Prefer`` header), and FastAPI's document corrected to say what the API
+really does:
 
-FastAPI puts a response ``model`` under ``application/json`` and documents its own validation
-error shape for 422; this API answers every error as ``application/problem+json`` (RFC 9457)
-with the ``Problem`` schema, so the document is corrected to say exactly that.
+- FastAPI puts a response ``model`` under ``application/json`` and documents its own validation
+  error shape for 422; this API answers every error as ``application/problem+json`` (RFC 9457)
+  with the ``Problem`` schema.
+- FastAPI documents an optional parameter ``x: int | None = None`` as ``integer or null``; the
+  way to say "none" is to leave the parameter out, and ``null`` is no value of a header or a
+  query string, so only the non-null schema is kept.
+- The submission body names the App's job kinds, each with its own input schema: a body is
+  accepted only for a registered kind (else 404) with an input valid for it (else 422).
 """
 
 from __future__ import annotations
 
+import copy
+import re
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from longjobs.http.problems import PROBLEM_JSON
+from longjobs.app import App, JobKind
+from longjobs.http.problems import PROBLEM_JSON, RETRY_AFTER
+from longjobs.schemas import SubmitRequest
 
 DESCRIPTION = """\
 Durable background jobs for long AI operations: submit a job (`202` with a status URL), follow
@@ -28,14 +40,85 @@ its progress by polling, Server-Sent Events or WebSocket, fetch its result, canc
   `{"type": "cancel"}` from the client.
 """
 
+# -- what the routes declare ------------------------------------------------------------------
+_JOB_ID = {"job_id": "$response.body#/id"}
+JOB_LINKS = {
+    "get": {"operationId": "getJob", "parameters": _JOB_ID, "description": "Poll the job"},
+    "events": {
+        "operationId": "getJobEvents",
+        "parameters": _JOB_ID,
+        "description": "Follow its events",
+    },
+    "result": {
+        "operationId": "getJobResult",
+        "parameters": _JOB_ID,
+        "description": "Fetch its result",
+    },
+    "cancel": {"operationId": "cancelJob", "parameters": _JOB_ID, "description": "Cancel it"},
+    "delete": {"operationId": "deleteJob", "parameters": _JOB_ID, "description": "Forget it"},
+}
+"""OpenAPI links from an answer holding a job to the operations on that job."""
+
+JOB_HEADERS = {"Retry-After": RETRY_AFTER}
+"""The headers of an answer holding a job: ``Retry-After`` while it is not finished."""
+
+SUBMIT_HEADERS = {
+    "Location": {
+        "description": "The job's URL",
+        "required": True,
+        "schema": {"type": "string"},
+    },
+    "Retry-After": RETRY_AFTER,
+    "Preference-Applied": {
+        "description": "The Prefer preferences honoured, e.g. `wait=10`",
+        "required": False,
+        "schema": {"type": "string"},
+    },
+    "Idempotent-Replayed": {
+        "description": "`true` when this is the job an earlier request with the same "
+        "Idempotency-Key made",
+        "required": False,
+        "schema": {"type": "string", "enum": ["true"]},
+    },
+}
+"""The headers of a submission's 200 and 202."""
+
+PREFER = {
+    "name": "Prefer",
+    "in": "header",
+    "required": False,
+    "description": "RFC 7240 preferences: `wait=N` waits up to N seconds (capped by the server) "
+    "and answers 200 with the job if it finished by then; `respond-async` answers 202 at once. "
+    "Preferences the server does not know are ignored.",
+    "schema": {"type": "string"},
+    "examples": {"wait": {"value": "wait=10"}, "async": {"value": "respond-async"}},
+}
+"""The ``Prefer`` request header of a submission (read from the raw headers, not a parameter)."""
+
+NEXT_PAGE_LINK = {
+    "operationId": "listJobs",
+    "parameters": {"cursor": "$response.body#/next_cursor"},
+    "description": "The next page, while next_cursor is not null",
+}
+
+
+# -- corrections to FastAPI's document ---------------------------------------------------------
 _VALIDATION_REFS = {
     "#/components/schemas/HTTPValidationError",
     "#/components/schemas/ValidationError",
 }
+_COMPONENT = "#/components/schemas/"
+_NO_INPUT = {
+    "anyOf": [{"type": "null"}, {"type": "object", "maxProperties": 0}],
+    "description": "This kind takes no input: null, {} or nothing.",
+}
 
 
-def install(api: FastAPI) -> None:
-    """Make ``api.openapi()`` (served at ``/openapi.json``) return the corrected document."""
+def install(api: FastAPI, app: App) -> None:
+    """Make ``api.openapi()`` (served at ``/openapi.json``) return the corrected document.
+
+    It is built on the first request, so it names the kinds registered by then.
+    """
 
     def openapi() -> dict[str, Any]:
         if api.openapi_schema is None:
@@ -47,6 +130,8 @@ def install(api: FastAPI) -> None:
                 routes=api.routes,
             )
             _describe_problems(document)
+            _drop_null_from_parameters(document)
+            _describe_submissions(document, app.kinds)
             api.openapi_schema = document
         return api.openapi_schema
 
@@ -65,3 +150,58 @@ def _describe_problems(document: dict[str, Any]) -> None:
     schemas = document.get("components", {}).get("schemas", {})
     for ref in _VALIDATION_REFS:
         schemas.pop(ref.rsplit("/", 1)[1], None)
+
+
+def _drop_null_from_parameters(document: dict[str, Any]) -> None:
+    for operations in document.get("paths", {}).values():
+        for operation in operations.values():
+            for parameter in operation.get("parameters", []):
+                schema = parameter.get("schema", {})
+                variants = schema.get("anyOf", [])
+                kept = [variant for variant in variants if variant != {"type": "null"}]
+                if not parameter.get("required") and len(kept) == 1 < len(variants):
+                    del schema["anyOf"]
+                    # What the parameter itself declares (its json_schema_extra) wins.
+                    merged = {**kept[0], **schema}
+                    schema.clear()
+                    schema.update(merged)
+
+
+def _describe_submissions(document: dict[str, Any], kinds: Mapping[str, JobKind]) -> None:
+    if not kinds:
+        return  # every kind is unknown: the generic envelope says all there is to say
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    envelope = SubmitRequest.model_json_schema()
+    bodies = [_submission_of(envelope, kinds[name], schemas) for name in sorted(kinds)]
+    submit = document["paths"]["/v1/jobs"]["post"]["requestBody"]["content"]["application/json"]
+    submit["schema"] = {"oneOf": bodies}
+
+
+def _submission_of(
+    envelope: dict[str, Any], kind: JobKind, schemas: dict[str, Any]
+) -> dict[str, Any]:
+    """The submission envelope with ``kind`` fixed and ``input`` its schema; the input schema's
+    definitions join the document's components, prefixed with the kind's name."""
+    body = copy.deepcopy(envelope)
+    body["title"] = kind.name
+    body["description"] = kind.description or f"Submit a {kind.name} job."
+    body["properties"]["kind"] = {"type": "string", "const": kind.name}
+    if kind.input_adapter is None:
+        body["properties"]["input"] = _NO_INPUT
+    else:
+        prefix = re.sub(r"[^A-Za-z0-9._-]", "_", kind.name) + "."
+        schema = kind.input_adapter.json_schema(ref_template=_COMPONENT + prefix + "{model}")
+        for name, definition in schema.pop("$defs", {}).items():
+            schemas[prefix + name] = definition
+        body["properties"]["input"] = schema
+    if not _accepts_no_input(kind):
+        body["required"] = ["kind", "input"]
+    return body
+
+
+def _accepts_no_input(kind: JobKind) -> bool:
+    try:
+        kind.validate_input(None)
+    except Exception:  # InvalidInput, or a validator of the kind's own that fails on None
+        return False
+    return True

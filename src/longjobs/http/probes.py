@@ -27,7 +27,7 @@ _OK: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.get("/healthz", response_model=None, responses=_OK)
+@router.get("/healthz", operation_id="healthz", response_model=None, responses=_OK)
 async def healthz() -> Response:
     """200 ``{"status": "ok"}`` while the process serves requests; touches nothing else."""
     return JSONResponse({"status": "ok"})
@@ -35,6 +35,7 @@ async def healthz() -> Response:
 
 @router.get(
     "/readyz",
+    operation_id="readyz",
     response_model=None,
     responses={**_OK, **documented(503)},
 )
@@ -56,6 +57,7 @@ async def readyz(state: StateDep) -> Response:
 
 @router.get(
     "/metrics",
+    operation_id="metrics",
     response_model=None,
     responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}, **AUTHENTICATED},
 )

@@ -57,10 +57,36 @@ PROBLEMS: dict[str, tuple[int, str]] = {
 """Every problem type the API answers with: slug → (HTTP status, title)."""
 
 
+def _header(description: str, schema: dict[str, Any], *, required: bool) -> dict[str, Any]:
+    return {"description": description, "required": required, "schema": schema}
+
+
+RETRY_AFTER = _header(
+    "Seconds to wait before trying again", {"type": "integer", "minimum": 1}, required=False
+)
+"""The OpenAPI description of a ``Retry-After`` answer header (whole seconds)."""
+
+_PROBLEM_HEADERS: dict[int, dict[str, dict[str, Any]]] = {
+    401: {
+        "WWW-Authenticate": _header(
+            "The Bearer challenge", {"type": "string", "pattern": "^Bearer "}, required=True
+        )
+    },
+    409: {"Retry-After": RETRY_AFTER},
+    429: {"Retry-After": {**RETRY_AFTER, "required": True}},
+    503: {"Retry-After": RETRY_AFTER},
+}
+
+
 def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI ``responses`` declaring a problem body for each of ``statuses``."""
-    problem = {"model": Problem, "content": {PROBLEM_JSON: {}}}
-    return {status: problem for status in statuses}
+    """OpenAPI ``responses`` declaring a problem body for each of ``statuses``, with the headers
+    that come with it (``WWW-Authenticate`` on 401, ``Retry-After`` on 409, 429 and 503)."""
+    responses: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        responses[status] = {"model": Problem, "content": {PROBLEM_JSON: {}}}
+        if status in _PROBLEM_HEADERS:
+            responses[status]["headers"] = _PROBLEM_HEADERS[status]
+    return responses
 
 
 AUTHENTICATED = documented(401, 429)

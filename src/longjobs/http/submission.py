@@ -9,6 +9,8 @@ from typing import Any
 from pydantic import ValidationError
 from starlette.requests import Request
 
+from longjobs.app import JobKind
+from longjobs.errors import InvalidInput
 from longjobs.http.problems import ProblemError, field_errors, invalid_input_detail
 from longjobs.schemas import SubmitRequest
 
@@ -35,18 +37,45 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+MAX_JSON_DEPTH = 100
+"""How deeply a request body may nest arrays and objects. A job is answered inside its resource
+and listings, and pydantic serializes at most 255 levels: a job stored any deeper could be
+submitted but never shown again, and would break every listing it appears in."""
+
+_TOO_DEEP = "the body is not acceptable JSON: it is nested too deeply"
+
+
 def parse_json(body: bytes) -> Any:
     """The JSON value of ``body``; ProblemError 400 ``malformed-json`` for anything that is not
-    strict JSON (NaN and Infinity included), saying where it went wrong but not echoing it."""
+    strict JSON (NaN and Infinity included) or nests over ``MAX_JSON_DEPTH`` levels, saying
+    where it went wrong but not echoing it."""
     try:
-        return json.loads(body, parse_constant=_reject_constant)
+        value = json.loads(body, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
         detail = f"the body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
     except RecursionError:
-        detail = "the body is not acceptable JSON: it is nested too deeply"
+        detail = _TOO_DEEP
     except ValueError as exc:  # bad UTF-8, NaN or Infinity, an integer of too many digits
         detail = f"the body is not valid JSON: {str(exc)[:200]}"
+    else:
+        if _depth(value) <= MAX_JSON_DEPTH:
+            return value
+        detail = _TOO_DEEP
     raise ProblemError("malformed-json", detail)
+
+
+def _depth(value: Any) -> int:
+    """How many arrays and objects deep ``value`` nests (a scalar is 0), without recursion."""
+    deepest = 0
+    pending = [(value, 1)]
+    while pending:
+        item, level = pending.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            deepest = max(deepest, level)
+            pending.extend((child, level + 1) for child in item)
+    return deepest
 
 
 def parse_submission(value: Any) -> SubmitRequest:
@@ -56,6 +85,37 @@ def parse_submission(value: Any) -> SubmitRequest:
     except ValidationError as exc:
         errors = field_errors(exc.errors(), prefix=("body",))
         raise ProblemError("invalid-input", invalid_input_detail(errors), errors=errors) from None
+
+
+def check_input(kind: JobKind, raw: Any) -> None:
+    """Raise InvalidInput unless ``raw``, an input sent as JSON, fits the kind's JSON Schema as
+    ``/v1/kinds`` and the OpenAPI document publish it.
+
+    The App validates inputs the pydantic way, for Python callers too: lax, so ``"5"`` passes
+    for an integer and ``true`` for a number. Over HTTP the input is JSON and its schema is the
+    contract, so it is validated in pydantic's strict JSON mode first, where a float with no
+    fraction is an integer, as in JSON Schema.
+    """
+    if kind.input_adapter is None:
+        kind.validate_input(raw)
+        return
+    try:
+        kind.input_adapter.validate_json(json.dumps(_whole_numbers(raw)), strict=True)
+    except ValidationError as exc:
+        errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+        raise InvalidInput(kind.name, errors) from None
+
+
+def _whole_numbers(value: Any) -> Any:
+    # Strict mode takes an int for a float but no float for an int: floats with no fraction
+    # become ints. Recursion is safe: parse_json refused anything nested over MAX_JSON_DEPTH.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list):
+        return [_whole_numbers(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _whole_numbers(item) for key, item in value.items()}
+    return value
 
 
 @dataclass(frozen=True, slots=True)
