@@ -33,13 +33,16 @@ def contract_rejects(response: Response) -> bool:
     if problem.get("type") == "/problems/idempotency-conflict":
         # The same Idempotency-Key with another body: 422, as the IETF Idempotency-Key draft says.
         return True
-    # A cursor is opaque: only one a listing gave out is valid, which no schema can say. The
-    # stateful phase follows real cursors through the listing's next-page link.
+    # A cursor is opaque: only one a listing (or the tenant event feed) gave out is valid,
+    # which no schema can say. The stateful phase follows real cursors through the listing's
+    # next-page link.
     errors = problem.get("errors") if problem.get("type") == "/problems/invalid-input" else None
     return bool(errors) and all(
-        isinstance(error, dict) and error.get("loc") == ["query", "cursor"]
-        for error in errors or ()
+        isinstance(error, dict) and error.get("loc") in _CURSORS for error in errors or ()
     )
+
+
+_CURSORS = [["query", "cursor"], ["query", "after"], ["header", "last-event-id"]]
 
 
 def _problem(response: Response) -> dict[str, Any]:

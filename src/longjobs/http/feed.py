@@ -26,7 +26,14 @@ from longjobs.errors import StorageError
 from longjobs.http.auth import caller_of
 from longjobs.http.dependencies import StateDep, TenantDep
 from longjobs.http.events import RETRY_MILLISECONDS, STREAM_HEADERS, EventStreamResponse
-from longjobs.http.jobs import job_resource, root_path_of, split_values, status_value
+from longjobs.http.jobs import (
+    KindFilter,
+    StatusFilter,
+    job_resource,
+    root_path_of,
+    split_values,
+    status_value,
+)
 from longjobs.http.problems import AUTHENTICATED, ProblemError, documented
 from longjobs.models import Status
 
@@ -43,6 +50,7 @@ together are sent together (a dashboard needs no more than ten updates a second)
 
 @router.get(
     "/v1/events",
+    operation_id="streamTenantEvents",
     response_model=None,
     responses={
         200: {"description": "Server-Sent Events", "content": {"text/event-stream": {}}},
@@ -53,8 +61,8 @@ async def tenant_events(
     request: Request,
     state: StateDep,
     tenant: TenantDep,
-    status: Annotated[list[str] | None, Query()] = None,
-    kind: Annotated[list[str] | None, Query()] = None,
+    status: StatusFilter = None,
+    kind: KindFilter = None,
     after: Annotated[str | None, Query(max_length=200)] = None,
     last_event_id: Annotated[str | None, Header(max_length=200)] = None,
 ) -> Response:
@@ -71,8 +79,8 @@ async def tenant_events(
         try:
             await backend.changed_jobs(tenant, cursor, limit=1)
         except ValueError:
-            problem = {"loc": ["query", "after"], "msg": "not a cursor of this feed"}
-            errors = [{**problem, "type": "value_error"}]
+            where = ["header", "last-event-id"] if last_event_id else ["query", "after"]
+            errors = [{"loc": where, "msg": "not a cursor of this feed", "type": "value_error"}]
             raise ProblemError("invalid-input", "invalid cursor", errors=errors) from None
     caller = caller_of(request)
     if state.streams is not None:

@@ -223,6 +223,21 @@ async def get_job(
 
 _STATUS = "|".join(status.value for status in Status)
 _STATUS_LIST = f"^({_STATUS})(,({_STATUS}))*$"
+StatusFilter = Annotated[
+    list[str] | None,
+    Query(
+        description="Only jobs in one of these statuses: repeat the parameter or separate "
+        "statuses with commas",
+        json_schema_extra={"items": {"type": "string", "pattern": _STATUS_LIST}},
+    ),
+]
+KindFilter = Annotated[
+    list[str] | None,
+    Query(
+        description="Only jobs of one of these kinds: repeat the parameter or separate kinds "
+        "with commas"
+    ),
+]
 
 
 @router.get(
@@ -242,21 +257,8 @@ async def list_jobs(
     app: AppDep,
     settings: SettingsDep,
     tenant: TenantDep,
-    status: Annotated[
-        list[str] | None,
-        Query(
-            description="Only jobs in one of these statuses: repeat the parameter or separate "
-            "statuses with commas",
-            json_schema_extra={"items": {"type": "string", "pattern": _STATUS_LIST}},
-        ),
-    ] = None,
-    kind: Annotated[
-        list[str] | None,
-        Query(
-            description="Only jobs of one of these kinds: repeat the parameter or separate kinds "
-            "with commas"
-        ),
-    ] = None,
+    status: StatusFilter = None,
+    kind: KindFilter = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=1000)] = None,
 ) -> Response:
