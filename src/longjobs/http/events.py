@@ -22,8 +22,8 @@ from longjobs.app import App
 from longjobs.errors import JobNotFound, StorageError
 from longjobs.http.auth import caller_of
 from longjobs.http.dependencies import StateDep, TenantDep
-from longjobs.http.limits import StreamSlots
 from longjobs.http.problems import AUTHENTICATED, documented
+from longjobs.http.state import APIState
 from longjobs.models import Event
 from longjobs.schemas import EventList
 
@@ -81,9 +81,6 @@ async def job_events(
     job = await app.get(job_id, tenant=tenant)
     if job.is_terminal and not await _page_after(app, job_id, cursor, tenant):
         return Response(status_code=204)
-    caller = caller_of(request)
-    if state.streams is not None:
-        state.streams.check(caller)
     frames = sse_stream(
         app,
         job_id,
@@ -91,10 +88,28 @@ async def job_events(
         tenant=tenant,
         keepalive=state.keepalive_seconds,
         closing=state.closing,
-        slots=(state.streams, caller) if state.streams is not None else None,
     )
+    return stream_response(request, state, frames)
+
+
+def stream_response(
+    request: Request, state: APIState, frames: AsyncGenerator[bytes, None]
+) -> EventStreamResponse:
+    """The SSE response sending ``frames``: it takes one of the caller's stream slots (429 when
+    none is left) and holds it until the stream ends, however it ends."""
+    caller = caller_of(request)
+    if state.streams is not None:
+        state.streams.check(caller)
+    streams = state.streams
+
+    async def held() -> AsyncIterator[bytes]:
+        with streams.hold(caller) if streams is not None else contextlib.nullcontext():
+            async with contextlib.aclosing(frames):
+                async for frame in frames:
+                    yield frame
+
     return EventStreamResponse(
-        frames,
+        held(),
         send_timeout=state.settings.stream_send_timeout,
         media_type="text/event-stream",
         headers=STREAM_HEADERS,
@@ -154,7 +169,7 @@ def sse_frame(event: Event) -> bytes:
     return f"id: {event.sequence_number}\nevent: {event.type}\ndata: {data}\n\n".encode()
 
 
-async def sse_stream(
+def sse_stream(
     app: App,
     job_id: str,
     *,
@@ -162,19 +177,14 @@ async def sse_stream(
     tenant: str,
     keepalive: float,
     closing: asyncio.Event | None = None,
-    slots: tuple[StreamSlots, str] | None = None,
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """The SSE body: ``retry:``, the frames of the events after ``after`` followed live until the
     terminal status event, and ``: keepalive`` whenever ``keepalive`` seconds pass in silence.
 
     Ends quietly if the job is deleted, the store fails mid-stream or ``closing`` is set (the
     server is shutting down); the client reconnects with ``Last-Event-ID`` and loses nothing.
     """
-    frames = _sse_frames(app, job_id, after, tenant, keepalive, closing)
-    with slots[0].hold(slots[1]) if slots else contextlib.nullcontext():
-        async with contextlib.aclosing(frames):
-            async for frame in frames:
-                yield frame
+    return _sse_frames(app, job_id, after, tenant, keepalive, closing)
 
 
 async def _sse_frames(

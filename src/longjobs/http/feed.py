@@ -12,9 +12,8 @@ watcher can subscribe, then read ``GET /v1/jobs``, and miss no change in between
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -23,9 +22,8 @@ from starlette.responses import Response
 
 from longjobs.backends.base import Backend, Change
 from longjobs.errors import StorageError
-from longjobs.http.auth import caller_of
 from longjobs.http.dependencies import StateDep, TenantDep
-from longjobs.http.events import RETRY_MILLISECONDS, STREAM_HEADERS, EventStreamResponse
+from longjobs.http.events import RETRY_MILLISECONDS, stream_response
 from longjobs.http.jobs import (
     KindFilter,
     StatusFilter,
@@ -82,9 +80,6 @@ async def tenant_events(
             where = ["header", "last-event-id"] if last_event_id else ["query", "after"]
             errors = [{"loc": where, "msg": "not a cursor of this feed", "type": "value_error"}]
             raise ProblemError("invalid-input", "invalid cursor", errors=errors) from None
-    caller = caller_of(request)
-    if state.streams is not None:
-        state.streams.check(caller)
     frames = _feed(
         backend,
         tenant,
@@ -93,19 +88,7 @@ async def tenant_events(
         keepalive=state.keepalive_seconds,
         closing=state.closing,
     )
-
-    async def held() -> AsyncIterator[bytes]:
-        with state.streams.hold(caller) if state.streams else contextlib.nullcontext():
-            async with contextlib.aclosing(frames):
-                async for frame in frames:
-                    yield frame
-
-    return EventStreamResponse(
-        held(),
-        send_timeout=state.settings.stream_send_timeout,
-        media_type="text/event-stream",
-        headers=STREAM_HEADERS,
-    )
+    return stream_response(request, state, frames)
 
 
 @dataclass(frozen=True, slots=True)
