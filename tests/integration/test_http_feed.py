@@ -130,3 +130,18 @@ async def test_each_tenant_sees_only_its_own_jobs(tmp_path: Path) -> None:
 
     assert [job["id"] for job in job_frames(response)] == mine
     assert refused.status_code == 401
+
+
+async def test_a_feed_holds_a_stream_slot_until_it_ends(tmp_path: Path) -> None:
+    async with open_harness(tmp_path, keepalive_seconds=0.05, max_streams_per_key=1) as h:
+        refused: list[httpx.Response] = []
+
+        async def act() -> None:
+            refused.append(await h.client.get("/v1/events"))
+
+        await feed_while(h, act)
+        again = await feed_while(h, act)
+
+    assert refused[0].status_code == 429
+    assert refused[0].headers["retry-after"]
+    assert again.status_code == 200, "the slot was given back when the first feed ended"
