@@ -27,6 +27,7 @@ from longjobs.client import (
     EventResource,
     InvalidRequest,
     NotFound,
+    RateLimited,
     Unauthorized,
     WaitTimeout,
 )
@@ -279,3 +280,27 @@ async def test_the_async_client_does_the_same(server: LongjobsProcess) -> None:
         assert sorted(listed) == sorted(job.id for job in jobs)
         kinds = {kind.name for kind in await client.kinds()}
         assert {"ledger_job", "sleepy", "crash"} <= kinds
+
+
+def test_429_is_retried_after_retry_after_then_raised_typed(cluster: Cluster) -> None:
+    limited = {"LONGJOBS_RATE_LIMIT_PER_SECOND": "1", "LONGJOBS_RATE_LIMIT_BURST": "1"}
+    server = cluster.serve(env=limited)
+    created = subprocess.run(
+        [str(LONGJOBS), "keys", "create", "--tenant", "acme"],
+        cwd=ROOT,
+        env=cluster.environment(),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    key = created.stdout.strip()
+    with Client(server.base_url, api_key=key, retries=0) as impatient:
+        impatient.kinds()
+        with pytest.raises(RateLimited) as caught:
+            impatient.kinds()
+    assert caught.value.status == 429
+    assert caught.value.retry_after is not None
+    assert caught.value.retry_after >= 1
+    with Client(server.base_url, api_key=key, retries=3, backoff=FAST) as patient:
+        names = [{kind.name for kind in patient.kinds()} for _ in range(3)]
+    assert all("sleepy" in found for found in names), "each call got through after waiting"
