@@ -127,7 +127,12 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog="Exit codes: 0 done (the job completed), 1 the server failed or cannot be reached, "
+    "2 bad usage or input, 3 the job failed, 4 the job was cancelled, 5 no such job or kind, "
+    "6 not finished yet, 7 the result expired, 130 interrupted.",
+)
 @click.version_option(package_name="longjobs")
 def cli() -> None:
     """Durable background jobs for long AI operations."""
