@@ -110,3 +110,19 @@ def test_backoff_is_capped_jittered_and_honours_retry_after() -> None:
     assert len(set(delays)) > 100
     assert backoff.delay(0, retry_after=5.0) >= 5.0
     assert backoff.delay(0, retry_after=500.0) == 30.0
+
+
+async def test_wait_long_polls_and_backs_off_when_the_server_does_not_hold() -> None:
+    running = {**JOB, "status": "running"}
+    done = {**JOB, "status": "completed"}
+    quick = {"Retry-After": "0"}
+    handler, seen = scripted(
+        httpx.Response(200, json=running, headers=quick),
+        httpx.Response(200, json=running, headers=quick),
+        httpx.Response(200, json=done),
+    )
+    async with client_for(handler) as client:
+        job = await client.wait("job_1")
+    assert job.status == "completed"
+    assert [request.url.params["wait"] for request in seen] == ["30"] * 3
+    assert all(request.url.path == "/v1/jobs/job_1" for request in seen)
