@@ -49,7 +49,15 @@ class DocumentIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    text: Annotated[str, Field(min_length=1, max_length=5_000_000)]
+    text: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=1_000_000,
+            description="the document; over HTTP the whole request must also fit "
+            "LONGJOBS_MAX_BODY_BYTES (1 MiB by default)",
+        ),
+    ]
     title: str | None = None
     chunk_size: Annotated[int, Field(ge=100, le=20_000, description="characters per chunk")] = 2000
     summary_sentences: Annotated[int, Field(ge=1, le=50)] = 5
