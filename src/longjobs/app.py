@@ -420,6 +420,7 @@ class App:
         """The job's events after ``after``, in order; with ``follow``, live until the terminal
         status event. Raises JobNotFound."""
         backend = await self.open()
+        seen_terminal = False
         while True:
             with backend.watch_job(job_id) as watch:
                 events = await backend.list_events(tenant, job_id, after=after, limit=_EVENT_PAGE)
@@ -436,8 +437,13 @@ class App:
                     continue
                 if not events:
                     job = await backend.get_job(tenant, job_id, with_result=False)
-                    if job is None or job.is_terminal:
+                    if job is None or (job.is_terminal and seen_terminal):
                         return
+                    if job.is_terminal:
+                        # It ended after the read above: read once more, since its terminal
+                        # status event was committed with it.
+                        seen_terminal = True
+                        continue
                     await watch.wait(_FOLLOW_POLL_SECONDS)
 
 
