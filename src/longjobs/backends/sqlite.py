@@ -212,7 +212,7 @@ class SQLiteBackend:
         # No savepoint per update is needed: Context checks that reports are JSON, so an update
         # fails only by fencing, which changes nothing.
 
-        return await self.writer.run(op)
+        return await self.writer.run(op, inline=len(updates) <= _INLINE_BATCH)
 
     @staticmethod
     def _apply_update(tx: Tx, worker: str, update: JobUpdate) -> sqlite3.Row | None:
@@ -252,7 +252,8 @@ class SQLiteBackend:
         return updated
 
     async def finish_jobs(self, worker: str, finishes: Sequence[Finish]) -> list[bool]:
-        return await self.writer.run(lambda tx: self._finish_all(tx, worker, finishes))
+        op = lambda tx: self._finish_all(tx, worker, finishes)  # noqa: E731 - a one-line op
+        return await self.writer.run(op, inline=len(finishes) <= _INLINE_BATCH)
 
     def _finish_all(self, tx: Tx, worker: str, finishes: Sequence[Finish]) -> list[bool]:
         """Fence every finish with one read, then write them all with ``executemany``."""
