@@ -421,9 +421,10 @@ class App:
         status event. Raises JobNotFound."""
         backend = await self.open()
         seen_terminal = False
+        page = _EVENT_PAGE
         while True:
             with backend.watch_job(job_id) as watch:
-                events = await backend.list_events(tenant, job_id, after=after, limit=_EVENT_PAGE)
+                events = await backend.list_events(tenant, job_id, after=after, limit=page)
                 if events is None:
                     raise JobNotFound(job_id)
                 for event in events:
@@ -431,10 +432,11 @@ class App:
                     yield event
                     if event.type == "status" and event.data.get("status") in _TERMINAL_NAMES:
                         return
+                if len(events) == page:
+                    continue  # more may be stored already
                 if not follow:
-                    if len(events) < _EVENT_PAGE:
-                        return
-                    continue
+                    return
+                page = _LIVE_PAGE
                 if not events:
                     job = await backend.get_job(tenant, job_id, with_result=False)
                     if job is None or (job.is_terminal and seen_terminal):
@@ -444,9 +446,13 @@ class App:
                         # status event was committed with it.
                         seen_terminal = True
                         continue
-                    await watch.wait(_FOLLOW_POLL_SECONDS)
+                # The watch was set before the read: whatever was committed since wakes it.
+                await watch.wait(_FOLLOW_POLL_SECONDS)
 
 
 _FOLLOW_POLL_SECONDS = 1.0
 _EVENT_PAGE = 1000
+_LIVE_PAGE = 64
+"""Once a follower has caught up, events come a few at a time: a small page lets a backend read
+them without a hop to another thread (SQLite reads pages of up to 64 in place)."""
 _TERMINAL_NAMES = frozenset(s.value for s in Status if s.is_terminal)

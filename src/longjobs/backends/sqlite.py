@@ -64,6 +64,7 @@ from longjobs.settings import Settings
 __all__ = ["SCHEMA_VERSION", "SQLiteBackend", "parse_sqlite_url"]
 
 _INLINE_BATCH = 16  # larger bulk writes go to the writer thread, not the event loop
+_INLINE_EVENTS = 64  # pages of events up to this size are read on the event loop
 _DUE_CHECK_SECONDS = 0.25  # how late a delayed job or a retry may start on an idle worker
 
 
@@ -409,6 +410,8 @@ class SQLiteBackend:
                 return None
             return [event_from_row(job_id, r) for r in rows]
 
+        if limit <= _INLINE_EVENTS:  # a live follower's read: cheaper than the hop to a thread
+            return await self.readers.run_point(op)
         return await self.readers.run(op)
 
     async def job_counts(self) -> dict[tuple[str, str], int]:
