@@ -117,6 +117,16 @@ def run_in_processes(function: Callable[..., T], shares: list[tuple[Any, ...]]) 
         return [future.result() for future in futures]
 
 
+def most_at_once(spans: list[tuple[float, float]]) -> int:
+    """The largest number of the (start, end) intervals that overlap at one time."""
+    edges = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
+    most = now = 0
+    for _, step in edges:
+        now += step
+        most = max(most, now)
+    return most
+
+
 def split(total: int, parts: int) -> list[int]:
     """``total`` in ``parts`` nearly equal whole shares."""
     return [total // parts + (i < total % parts) for i in range(parts)]
@@ -135,6 +145,8 @@ class StreamReport:
     """(the event's ``at``, Unix seconds; receive time - ``at``) for each progress event"""
     connected_at: float = 0.0
     """when the last stream of this process got its answer's head"""
+    spans: list[tuple[float, float]] = field(default_factory=list)
+    """(opened, ended), Unix seconds, of each stream that answered 200"""
     streams: int = 0
     ended: int = 0
     """streams that ended with the job's terminal status event"""
@@ -188,10 +200,12 @@ async def _follow(
         conn.send("GET", f"/v1/jobs/{job_id}/events")
         status, _ = await conn.head()
         report.connected_at = max(report.connected_at, time.time())
+    opened = time.time()
     try:
         if status != 200:
             raise HTTPError(f"GET events: {status}")
         await _read_stream(conn.reader, raw, report)
+        report.spans.append((opened, time.time()))
     finally:
         conn.close()
 
