@@ -58,16 +58,17 @@ def sse_streams(
 ) -> list[Measurement]:
     """``clients`` SSE clients on one server process, each on its own running job that reports
     progress 5 times a second for ``seconds``. Delivery lag = the client's receive time - the
-    event's ``at`` (the time the worker's write committed; same machine, same clock), over the
-    progress events stamped from 1 s after the last stream was opened.
+    event's ``at`` (the store's clock when the worker wrote it; same machine, same clock), over
+    the progress events stamped from 1 s after the last stream was opened. Each client submits
+    its job and follows its stream on one connection; ``load_processes`` share the clients.
 
     The server process serves every stream. With ``split_worker`` it runs ``--no-worker`` and
     one separate ``longjobs worker`` process runs the jobs; otherwise the server's in-process
     worker runs them too (``longjobs serve``'s default), so one process does it all.
 
     Settings: see ``_open_limits``; the worker runs all jobs at once (concurrency = clients).
-    Each load process raises its open-files limit to the hard limit first (so does the server,
-    which inherits it from this process).
+    This process first raises its soft limit on open files to the hard limit; the server, the
+    worker and the load processes inherit it.
     """
     files = raise_open_files_limit()
     url = sqlite_url(tmp, f"sse-{clients}-{'split' if split_worker else 'one'}")
@@ -191,14 +192,17 @@ def pollers(tmp: Path, *, count: int, seconds: float, load_processes: int = 1) -
     so it serves only the polls."""
     files = raise_open_files_limit()
     url = sqlite_url(tmp, f"pollers-{count}")
-    start = time.time() + _SPAWN_SECONDS + 2.0 + count / 1000  # after every job was submitted
-    phases = [(start, start + seconds, True), (start + seconds + 1, start + 2 * seconds + 1, False)]
     ticks = {"seconds": 2 * seconds + 30.0, "per_second": 1.0}
     with (
         workers(url, 1, count),
         server_process(url, "--no-worker", env=_open_limits(0)) as (base, proc),
         Watch(proc) as watch,
     ):
+        start = time.time() + _SPAWN_SECONDS + 1.0 + count / 1000  # once every job is running
+        phases = [
+            (start, start + seconds, True),
+            (start + seconds + 1, start + 2 * seconds + 1, False),
+        ]
         shares = [(base, n, ticks, phases) for n in split(count, load_processes)]
         by_process = run_in_processes(poll_loops, shares)
     out = []
