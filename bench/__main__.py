@@ -16,7 +16,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from bench import scenarios
+from bench import http_scenarios, scenarios
 from bench.harness import ROOT, Measurement
 from bench.raw_sqlite import raw_limit
 
@@ -26,6 +26,7 @@ RESULTS = ROOT / "bench" / "results"
 def _plan(tmp: Path, quick: bool) -> list[tuple[str, Callable[[], list[Measurement]]]]:
     drain_jobs = 2_000 if quick else 10_000
     many = 2_000 if quick else 10_000
+    streams, stream_seconds = (200, 10.0) if quick else (2_000, 25.0)
     return [
         ("raw", lambda: raw_limit(tmp)),
         ("drain-1", lambda: [scenarios.drain(tmp, jobs=drain_jobs, processes=1, concurrency=256)]),
@@ -36,6 +37,28 @@ def _plan(tmp: Path, quick: bool) -> list[tuple[str, Callable[[], list[Measureme
         ("latency-app", lambda: [scenarios.latency_in_process(tmp, jobs=300)]),
         ("submit", lambda: scenarios.submit(tmp, jobs=10_000)),
         ("progress", lambda: [scenarios.progress_overhead(tmp)]),
+        (
+            "sse-2000",
+            lambda: http_scenarios.sse_streams(
+                tmp, clients=streams, seconds=stream_seconds, split_worker=False
+            ),
+        ),
+        (
+            "sse-2000-split",
+            lambda: http_scenarios.sse_streams(
+                tmp, clients=streams, seconds=stream_seconds, split_worker=True
+            ),
+        ),
+        (
+            "post-throughput",
+            lambda: http_scenarios.post_throughput(tmp, requests=2_000 if quick else 20_000),
+        ),
+        (
+            "pollers-1000",
+            lambda: http_scenarios.pollers(
+                tmp, count=100 if quick else 1_000, seconds=3.0 if quick else 10.0
+            ),
+        ),
     ]
 
 
@@ -53,7 +76,10 @@ def _table(results: list[Measurement]) -> Table:
     for m in results:
         value = f"{m.value:,} {m.unit}"
         if "p99_ms" in m.details:
-            value = f"{m.details['p50_ms']} / {m.details['p99_ms']} ms"
+            latency = f"{m.details['p50_ms']} / {m.details['p99_ms']} ms"
+            value = latency if m.unit == "ms" else f"{value}; {latency}"
+        if "requests_per_s" in m.details and m.unit == "ms":
+            value += f"; {m.details['requests_per_s']:,} req/s"
         met = "" if m.met is None else ("yes" if m.met else "NO")
         table.add_row(m.scenario, m.metric, value, m.target, met)
     return table

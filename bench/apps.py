@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import random
+
+from pydantic import BaseModel, Field
 
 from longjobs import App, Context
 
@@ -44,3 +47,23 @@ async def batch_without_progress(ctx: Context) -> int:
     for i in range(ITEMS):
         total += per_item_work(i)
     return total
+
+
+class Ticks(BaseModel):
+    """How long ``emit_progress`` runs and how often it reports."""
+
+    seconds: float = Field(25.0, gt=0, le=3600)
+    per_second: float = Field(5.0, gt=0, le=100)
+
+
+@app.job(max_attempts=1)
+async def emit_progress(ctx: Context, ticks: Ticks) -> None:
+    """Reports progress ``per_second`` times a second for ``seconds``, like a long model call
+    reporting its steps. It starts at a random phase, so that many jobs started together do not
+    all report in the same instant."""
+    interval = 1.0 / ticks.per_second
+    steps = max(1, round(ticks.seconds * ticks.per_second))
+    await asyncio.sleep(random.uniform(0.0, interval))
+    for step in range(1, steps + 1):
+        await ctx.progress(step / steps, message=f"step {step} of {steps}")
+        await asyncio.sleep(interval)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import socket
 import sqlite3
 import subprocess
@@ -53,8 +54,10 @@ def free_port() -> int:
 class Process:
     """A longjobs subprocess whose stderr is read in the background (so it never blocks)."""
 
-    def __init__(self, args: list[str], url: str, ready_marker: str) -> None:
-        env = {**os.environ, "LONGJOBS_DATABASE_URL": url, "PYTHONUNBUFFERED": "1"}
+    def __init__(
+        self, args: list[str], url: str, ready_marker: str, env: dict[str, str] | None = None
+    ) -> None:
+        env = {**os.environ, **(env or {}), "LONGJOBS_DATABASE_URL": url, "PYTHONUNBUFFERED": "1"}
         self.popen = subprocess.Popen(
             [sys.executable, "-m", "longjobs.cli", *args],
             cwd=ROOT,
@@ -112,14 +115,34 @@ def workers(url: str, count: int, concurrency: int) -> Iterator[list[Process]]:
 
 @contextlib.contextmanager
 def server(url: str) -> Iterator[str]:
+    with server_process(url) as (base, _):
+        yield base
+
+
+@contextlib.contextmanager
+def server_process(
+    url: str, *options: str, env: dict[str, str] | None = None
+) -> Iterator[tuple[str, Process]]:
+    """``longjobs serve bench.apps:app`` with ``options`` (e.g. ``--no-worker``) and extra
+    environment: its base URL and its process."""
     port = free_port()
-    args = ["serve", "bench.apps:app", "--port", str(port), "--log-level", "info"]
-    proc = Process(args, url, "Application startup complete")
+    args = ["serve", "bench.apps:app", "--port", str(port), "--log-level", "info", *options]
+    proc = Process(args, url, "Application startup complete", env)
     try:
         proc.wait_ready()
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", proc
     finally:
         proc.stop()
+
+
+def raise_open_files_limit() -> int:
+    """Raise this process's soft limit on open files to its hard limit (the server and load
+    processes started afterwards inherit it); returns the limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 1 << 20 if hard == resource.RLIM_INFINITY else hard  # Linux's usual nr_open
+    if soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 def wait_until_drained(url: str, *, timeout: float, sample: Process | None = None) -> int:
@@ -156,3 +179,44 @@ def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
     return ordered[index]
+
+
+class Watch:
+    """Samples a process in a thread while in use (``with``): the peaks of its RSS and open file
+    descriptors, and its CPU time, to tell how busy it was during any stretch of the run."""
+
+    def __init__(self, proc: Process, interval: float = 0.1) -> None:
+        self._process = psutil.Process(proc.popen.pid)
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self.peak_rss = 0
+        self.peak_fds = 0
+        self._cpu: list[tuple[float, float]] = []  # (Unix time, CPU seconds used so far)
+
+    def _sample(self) -> None:
+        while True:
+            with contextlib.suppress(psutil.Error):
+                self.peak_rss = max(self.peak_rss, int(self._process.memory_info().rss))
+                self.peak_fds = max(self.peak_fds, self._process.num_fds())
+                times = self._process.cpu_times()
+                self._cpu.append((time.time(), times.user + times.system))
+            if self._stop.wait(self._interval):
+                return
+
+    def cores_busy(self, start: float, end: float) -> float:
+        """CPU seconds per second (1.0 = one core) used between the Unix times ``start`` and
+        ``end``, from the samples nearest to them."""
+        inside = [s for s in self._cpu if start <= s[0] <= end]
+        if len(inside) < 2:
+            return 0.0
+        (t0, c0), (t1, c1) = inside[0], inside[-1]
+        return (c1 - c0) / (t1 - t0)
+
+    def __enter__(self) -> Watch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()

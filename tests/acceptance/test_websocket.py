@@ -139,6 +139,9 @@ def test_a_client_that_never_reads_is_dropped_and_frees_its_stream(cluster: Clus
         stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         stuck.connect((host, int(port)))
         stuck.sendall(f"GET /v1/jobs/{job_id}/events HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        # Its status line, and nothing more: a probe sent before the stream started could
+        # take the only slot first.
+        status_line = stuck.recv(12, socket.MSG_WAITALL)
         try:  # the stuck client holds the only stream slot until the server drops it
             held = _wait_for_stream_answer(client, job_id, lambda code: code == 429)
             freed = _wait_for_stream_answer(client, job_id, lambda code: code != 429)
@@ -146,6 +149,7 @@ def test_a_client_that_never_reads_is_dropped_and_frees_its_stream(cluster: Clus
             stuck.close()
         client.post(f"/v1/jobs/{job_id}/cancel")
 
+    assert status_line == b"HTTP/1.1 200"
     assert held == 429
     assert freed == 200  # the slot came back: the client that never read was dropped
     assert server.alive

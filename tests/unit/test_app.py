@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from pydantic import BaseModel, Field
@@ -12,7 +13,7 @@ from longjobs import App, Context, RetryPolicy, Settings
 from longjobs.app import request_hash
 from longjobs.backends.base import Completed, Failed
 from longjobs.errors import ConfigurationError, InvalidInput, JobNotFound, UnknownKind
-from longjobs.models import Job, Status
+from longjobs.models import Event, Job, Status
 
 
 class Document(BaseModel):
@@ -345,3 +346,23 @@ async def test_a_followed_stream_ends_with_the_terminal_event_that_lands_between
     assert [(e.sequence_number, e.type, e.data["status"]) for e in rest] == [
         (1, "status", "cancelled")
     ]
+
+
+async def test_a_followed_log_ends_with_a_terminal_event_committed_between_two_reads(
+    opened: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = await opened.submit("ping")
+    backend = await opened.open()
+    list_events = backend.list_events
+
+    async def read_then_cancel(*args: Any, **kwargs: Any) -> list[Event] | None:
+        events = await list_events(*args, **kwargs)
+        if events == []:  # the job ends after this read found nothing new
+            await opened.cancel(job.id)
+        return events
+
+    monkeypatch.setattr(backend, "list_events", read_then_cancel)
+
+    seen = [(e.type, e.data.get("status")) async for e in opened.events(job.id)]
+
+    assert seen == [("status", "pending"), ("status", "cancelled")]

@@ -70,6 +70,7 @@ from longjobs.settings import Settings
 __all__ = ["SCHEMA_VERSION", "SQLiteBackend", "parse_sqlite_url"]
 
 _INLINE_BATCH = 16  # larger bulk writes go to the writer thread, not the event loop
+_INLINE_EVENTS = 64  # pages of events up to this size are read on the event loop
 _DUE_CHECK_SECONDS = 0.25  # how late a delayed job or a retry may start on an idle worker
 
 
@@ -218,7 +219,7 @@ class SQLiteBackend:
         # No savepoint per update is needed: Context checks that reports are JSON, so an update
         # fails only by fencing, which changes nothing.
 
-        return await self.writer.run(op)
+        return await self.writer.run(op, inline=len(updates) <= _INLINE_BATCH)
 
     @staticmethod
     def _apply_update(tx: Tx, worker: str, update: JobUpdate) -> sqlite3.Row | None:
@@ -258,7 +259,8 @@ class SQLiteBackend:
         return updated
 
     async def finish_jobs(self, worker: str, finishes: Sequence[Finish]) -> list[bool]:
-        return await self.writer.run(lambda tx: self._finish_all(tx, worker, finishes))
+        op = lambda tx: self._finish_all(tx, worker, finishes)  # noqa: E731 - a one-line op
+        return await self.writer.run(op, inline=len(finishes) <= _INLINE_BATCH)
 
     def _finish_all(self, tx: Tx, worker: str, finishes: Sequence[Finish]) -> list[bool]:
         """Fence every finish with one read, then write them all with ``executemany``."""
@@ -439,6 +441,8 @@ class SQLiteBackend:
                 return None
             return [event_from_row(job_id, r) for r in rows]
 
+        if limit <= _INLINE_EVENTS:  # a live follower's read: cheaper than the hop to a thread
+            return await self.readers.run_point(op)
         return await self.readers.run(op)
 
     async def changed_jobs(

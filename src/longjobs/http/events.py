@@ -128,8 +128,10 @@ class EventStreamResponse(StreamingResponse):
 
     async def stream_response(self, send: Send) -> None:
         async def bounded_send(message: Message) -> None:
+            # asyncio.timeout, not wait_for: wait_for wraps every send in a task of its own.
             try:
-                await asyncio.wait_for(send(message), self.send_timeout)
+                async with asyncio.timeout(self.send_timeout):
+                    await send(message)
             except TimeoutError:
                 raise _SlowClient from None
 
