@@ -174,6 +174,7 @@ class App:
         self._backend: Backend | None = None
         self._opening: asyncio.Lock | None = None
         self._keys_exist = False
+        self._no_keys_until = 0.0  # monotonic time until which "no key" needs no new read
 
     # -- registration --------------------------------------------------------------------
     @overload
@@ -392,15 +393,18 @@ class App:
         record, secret = new_api_key(tenant, name)
         backend = await self.open()
         await backend.create_api_key(record, key_hash(secret))
+        self._keys_exist = True
         return record, secret
 
     async def keys_required(self) -> bool:
         """True once any API key exists. Keys are revoked, never deleted, so once true it stays
-        true and is not read again; while false, each call asks the store (a first key made
-        with ``longjobs keys create`` takes effect on the next request)."""
-        if not self._keys_exist:
+        true and is not read again. While false, the store is asked at most once a second: a
+        first key made by this App counts at once, one made by ``longjobs keys create`` within
+        a second (as a revocation does)."""
+        if not self._keys_exist and time.monotonic() >= self._no_keys_until:
             backend = await self.open()
             self._keys_exist = await backend.has_api_keys()
+            self._no_keys_until = time.monotonic() + _KEY_RECHECK_SECONDS
         return self._keys_exist
 
     async def authenticate(self, secret: str) -> str | None:
@@ -476,6 +480,7 @@ async def _events_page(
     return events
 
 
+_KEY_RECHECK_SECONDS = 1.0
 _FOLLOW_POLL_SECONDS = 1.0
 _EVENT_PAGE = 1000
 _LIVE_PAGE = 64

@@ -14,7 +14,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from tests.acceptance.harness import LONGJOBS, ROOT, Cluster, submit
+from tests.acceptance.harness import LONGJOBS, ROOT, Cluster, submit, wait_until
 
 pytestmark = pytest.mark.acceptance
 
@@ -81,6 +81,12 @@ def test_the_websocket_handshake_needs_a_key_once_keys_exist(cluster: Cluster) -
         check=True,
     )
     url = ws_url(server.base_url, f"/v1/jobs/{job_id}/ws")
+    # A running server notices a first key made by the command within a second.
+    wait_until(
+        lambda: httpx.get(f"{server.base_url}/v1/jobs").status_code == 401,
+        timeout=10,
+        what="the server to require keys",
+    )
 
     with pytest.raises(InvalidStatus) as refused:
         connect(url).close()

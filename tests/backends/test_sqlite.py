@@ -72,8 +72,7 @@ async def test_a_version_2_file_gains_the_change_feed_when_opened(tmp_path: Path
     await old.close()
     conn = sqlite3.connect(path)  # back to what version 2 wrote
     conn.executescript(
-        "DROP INDEX jobs_change; DROP INDEX jobs_changes; "
-        "ALTER TABLE jobs DROP COLUMN change; PRAGMA user_version=2;"
+        "DROP INDEX jobs_change; ALTER TABLE jobs DROP COLUMN change; PRAGMA user_version=2;"
     )
     conn.close()
 

@@ -454,7 +454,9 @@ class SQLiteBackend:
             if position is None:
                 head = int(conn.execute(Q["change_head"]).fetchone()[0])
                 return [], encode_change(head, 2**62)
-            rows = job_rows(conn, Q["changed_jobs"], (tenant, *position, max(1, limit)))
+            change, num = position
+            params = {"tenant": tenant, "change": change, "num": num, "limit": max(1, limit)}
+            rows = job_rows(conn, Q["changed_jobs"], params)
             changes = [
                 Change(encode_change(row[-1], row[NUM]), job_from_row(row[:-1], with_result=False))
                 for row in rows

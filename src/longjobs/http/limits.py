@@ -64,7 +64,12 @@ class PendingGate:
         now = time.monotonic()
         pending, checked = self._known.get(tenant, (0, -math.inf))
         if now - checked > self.max_age:
-            pending, checked = await count(), now
+            # One count at a time: submissions arriving meanwhile go on with the estimate, and
+            # those it admits are added to the fresh count.
+            self._known[tenant] = (pending, now)
+            counted = await count()
+            admitted_meanwhile = self._known[tenant][0] - pending
+            pending, checked = counted + admitted_meanwhile, now
         if pending >= self.limit:
             self._known[tenant] = (pending, checked)
             raise ProblemError(

@@ -95,6 +95,17 @@ PREFER = {
 }
 """The ``Prefer`` request header of a submission (read from the raw headers, not a parameter)."""
 
+IDEMPOTENCY_KEY = {
+    "name": "idempotency-key",
+    "in": "header",
+    "required": False,
+    "description": "A key of your choice (1 to 255 characters), kept at least 24 hours per "
+    "tenant: the same key with the same body returns the first job (200, "
+    "`Idempotent-Replayed: true`), never a second one; with another body it is a 422.",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+}
+"""The ``Idempotency-Key`` request header of a submission (read from the raw headers)."""
+
 NEXT_PAGE_LINK = {
     "operationId": "listJobs",
     "parameters": {"cursor": "$response.body#/next_cursor"},

@@ -46,7 +46,6 @@ CREATE INDEX IF NOT EXISTS jobs_listing ON jobs (tenant, num DESC);
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency
     ON jobs (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_change ON jobs (change);
-CREATE INDEX IF NOT EXISTS jobs_changes ON jobs (tenant, change, num);
 CREATE INDEX IF NOT EXISTS jobs_result_expiry ON jobs (expires_at) WHERE result_size IS NOT NULL;
 CREATE TABLE IF NOT EXISTS events (
     job_num INTEGER NOT NULL,
@@ -80,10 +79,12 @@ VALUES (:id, :tenant, :kind, 'pending', :priority, :input, :metadata, :max_attem
 RETURNING num
 
 -- name: changed_jobs
+-- By the change index, in commit order, then filtered by tenant ("+tenant": not by the listing
+-- index, which would read all of a tenant's jobs to sort them).
 SELECT $job_columns, change FROM jobs
-WHERE tenant = ? AND (change, num) > (?, ?)
+WHERE +tenant = :tenant AND change >= :change AND (change, num) > (:change, :num)
 ORDER BY change, num
-LIMIT ?
+LIMIT :limit
 
 -- name: change_head
 SELECT coalesce(max(change), 0) FROM jobs
