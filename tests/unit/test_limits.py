@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
 
-from longjobs.http.limits import RateLimiter, StreamSlots
+from longjobs.http.limits import PendingGate, RateLimiter, StreamSlots
 from longjobs.http.problems import ProblemError
 
 
@@ -41,4 +42,28 @@ def test_stream_slots_are_held_while_streams_are_open() -> None:
         slots.check("b")
     slots.check("a")
 
+    assert refused.value.slug == "too-many-requests"
+
+
+async def test_pending_jobs_are_counted_once_for_many_concurrent_submissions() -> None:
+    gate = PendingGate(limit=10)
+    counts = 0
+    release = asyncio.Event()
+
+    async def count() -> int:
+        nonlocal counts
+        counts += 1
+        await release.wait()
+        return 7
+
+    first = asyncio.create_task(gate.admit("acme", count))
+    await asyncio.sleep(0)
+    others = [asyncio.create_task(gate.admit("acme", count)) for _ in range(2)]
+    await asyncio.sleep(0)
+    release.set()
+    await asyncio.gather(first, *others)
+
+    assert counts == 1, "the submissions during the count used the estimate"
+    with pytest.raises(ProblemError) as refused:  # 7 counted + the 3 admitted: at the limit
+        await gate.admit("acme", count)
     assert refused.value.slug == "too-many-requests"
