@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -29,6 +30,7 @@ from longjobs.client import (
     NotFound,
     RateLimited,
     Unauthorized,
+    Unavailable,
     WaitTimeout,
 )
 from tests.acceptance.harness import (
@@ -304,3 +306,24 @@ def test_429_is_retried_after_retry_after_then_raised_typed(cluster: Cluster) ->
     with Client(server.base_url, api_key=key, retries=3, backoff=FAST) as patient:
         names = [{kind.name for kind in patient.kinds()} for _ in range(3)]
     assert all("sleepy" in found for found in names), "each call got through after waiting"
+
+
+def test_a_locked_store_is_503_raised_as_unavailable_or_retried_through(
+    cluster: Cluster,
+) -> None:
+    server = cluster.serve("--database-url", f"{cluster.database_url}?lock_timeout=0.3")
+    locker = sqlite3.connect(cluster.db_path, isolation_level=None, check_same_thread=False)
+    locker.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    try:
+        with Client(server.base_url, retries=0) as impatient, pytest.raises(Unavailable) as caught:
+            impatient.submit("sleepy", {"seconds": 0})
+        release = threading.Timer(1.0, lambda: locker.execute("ROLLBACK"))
+        release.start()
+        with Client(server.base_url, retries=5, backoff=FAST) as patient:
+            job = patient.submit("sleepy", {"seconds": 0})
+        release.join()
+    finally:
+        locker.close()
+    assert caught.value.status == 503
+    assert caught.value.retry_after is not None
+    assert job.status == "pending"

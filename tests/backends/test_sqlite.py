@@ -367,3 +367,18 @@ async def test_a_result_removed_while_it_streams_ends_with_a_storage_error(
     with pytest.raises(StorageError, match="went away"):
         await anext(stream.chunks)
     assert len(first) == 256 * 1024
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [("sqlite:///a.db", 30.0), ("sqlite:///a.db?lock_timeout=2.5", 2.5),
+     ("sqlite:///a.db?synchronous=full&lock_timeout=1", 1.0)],
+)  # fmt: skip
+def test_the_lock_timeout_comes_from_the_url(url: str, expected: float) -> None:
+    assert SQLiteBackend(url, Settings()).lock_timeout == expected
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "soon", "4000"])
+def test_a_bad_lock_timeout_is_a_configuration_error(value: str) -> None:
+    with pytest.raises(ConfigurationError, match="lock_timeout"):
+        SQLiteBackend(f"sqlite:///a.db?lock_timeout={value}", Settings())

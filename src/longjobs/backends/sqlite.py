@@ -55,6 +55,7 @@ from longjobs.backends.sqlite_sql import (
     create_schema,
     insert_status,
     job_rows,
+    lock_timeout_of,
     parse_sqlite_url,
     running_event,
     sweep_expired,
@@ -81,7 +82,7 @@ class SQLiteBackend:
         self.url = url
         self.path, self.synchronous = parse_sqlite_url(url)
         self.settings = settings
-        self.lock_timeout = lock_timeout
+        self.lock_timeout = lock_timeout_of(url, lock_timeout)
         self.notifier = Notifier()
         self._writer: Writer | None = None
         self._readers: Readers | None = None

@@ -53,6 +53,21 @@ def parse_sqlite_url(url: str) -> tuple[str, str]:
     return path, synchronous
 
 
+def lock_timeout_of(url: str, default: float) -> float:
+    """``?lock_timeout=S`` of a SQLite URL: how long a write waits for another process's lock
+    before the store counts as unavailable (the API then answers 503 with Retry-After)."""
+    values = parse_qs(urlsplit(url).query).get("lock_timeout")
+    if not values:
+        return default
+    try:
+        seconds = float(values[0])
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds <= 3600:
+        raise ConfigurationError("lock_timeout must be a number of seconds in (0, 3600]")
+    return seconds
+
+
 def job_rows(conn: sqlite3.Connection, sql: str, params: Any) -> list[tuple[Any, ...]]:
     """Rows of ``JOB_COLUMNS`` as plain tuples (sqlite3.Row looks names up one by one)."""
     cursor = conn.cursor()
