@@ -22,12 +22,14 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontext
 
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
+from starlette.routing import Route
 
 from longjobs.app import App
 from longjobs.http import openapi
 from longjobs.http.events import router as events_router
 from longjobs.http.feed import router as feed_router
 from longjobs.http.jobs import router as jobs_router
+from longjobs.http.jobs import submit_job
 from longjobs.http.lifespan import BackgroundFunction, BackgroundTasks
 from longjobs.http.limits import PendingGate, RateLimiter, StreamSlots
 from longjobs.http.probes import router as probes_router
@@ -113,6 +115,9 @@ def create_api(
         # The routes themselves rather than include_router(): the 405 handler lists every
         # method allowed on a path by matching the app's routes.
         routes=[
+            # Submissions skip FastAPI's request handling (the route reads its request itself);
+            # the APIRoute of the same path and method stays for the OpenAPI document.
+            Route("/v1/jobs", submit_job, methods=["POST"]),
             *jobs_router.routes,
             *events_router.routes,
             *feed_router.routes,
