@@ -10,6 +10,7 @@ scripts. Exit codes: 0 done (the job completed), 1 the server failed or cannot b
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,6 +20,7 @@ from typing import Any, TypeVar
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     Progress,
@@ -91,6 +93,7 @@ def server_options(command: F) -> F:
 @contextmanager
 def connected(server: str, api_key: str | None) -> Iterator[Client]:
     """A client of ``server``; the client's errors become one line and their exit code."""
+    _check_key(api_key)
     try:
         with Client(server, api_key=api_key, retries=2) as client:
             yield client
@@ -314,13 +317,30 @@ def _read_input(text: str | None) -> JSON:
             raise click.BadParameter(
                 f"cannot read {path}: {exc.strerror}", param_hint="--input"
             ) from None
+        except UnicodeError:
+            raise click.BadParameter(f"{path} is not UTF-8 text", param_hint="--input") from None
     try:
-        value: JSON = json.loads(text)
+        value: JSON = json.loads(text, parse_constant=_no_constant, parse_float=_finite)
     except ValueError as exc:
-        raise click.BadParameter(
-            f"{source} is not valid JSON: {exc}", param_hint="--input"
-        ) from None
+        message = f"{source} is not valid JSON: {exc}"
+        raise click.BadParameter(message, param_hint="--input") from None
     return value
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"{text} is too large for a JSON number")
+    return number
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _check_key(api_key: str | None) -> None:
+    if api_key is not None and not (api_key.isascii() and api_key.isprintable()):
+        raise click.BadParameter("an API key is printable ASCII", param_hint="--api-key")
 
 
 def _age(elapsed: timedelta) -> str:
@@ -373,14 +393,14 @@ def _show_progress(client: Client, job: JobResource) -> None:
     )
     pending_text = ""
     with Progress(*columns, console=console, transient=False) as progress:
-        task = progress.add_task(job.kind, total=1.0, status=job.status, eta="")
+        task = progress.add_task(escape(job.kind), total=1.0, status=job.status, eta="")
         for event in client.events(job.id):
             if event.type == "progress":
                 progress.update(
                     task, completed=event.get("progress") or 0.0, **_progress_text(event)
                 )
             elif event.type == "status":
-                progress.update(task, status=event.get("status"))
+                progress.update(task, status=escape(str(event.get("status"))))
                 if event.get("status") == "completed":
                     progress.update(task, completed=1.0, eta="")
             elif event.type == "output" and isinstance(event.get("delta"), str):
@@ -397,5 +417,5 @@ def _progress_text(event: EventResource) -> dict[str, Any]:
     eta = event.get("eta_seconds")
     fields: dict[str, Any] = {"eta": "" if eta is None else f"ETA {eta:.0f}s"}
     if parts:
-        fields["description"] = " · ".join(parts)
+        fields["description"] = escape(" · ".join(str(part) for part in parts))
     return fields

@@ -127,7 +127,12 @@ def test_bad_input_is_one_line_and_a_usage_exit(shell: Shell) -> None:
         (["get", "job_missing"], 5, "not found"),
         (["result", "job_missing"], 5, "not found"),
         (["ls", "--status", "sleeping"], 2, "sleeping"),
+        (["submit", "sleepy", "--input", "NaN"], 2, "not a JSON number"),
+        (["submit", "sleepy", "--input", '{"seconds": 1e999}'], 2, "too large"),
+        (["submit", "sleepy", "--input", "@latin1.json"], 2, "not UTF-8"),
+        (["ls", "--api-key", "ключ"], 2, "printable ASCII"),
     ]
+    (shell.directory / "latin1.json").write_bytes(b'{"seconds": "\xe9"}')
     for args, code, text in cases:
         done = shell.run(*args)
         assert done.returncode == code, (args, done.stderr)

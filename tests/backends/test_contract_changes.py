@@ -117,3 +117,23 @@ async def test_another_process_sees_changes_in_commit_order(
     changes, _ = await sqlite_peer.changed_jobs(TENANT, head)
 
     assert [ch.job.id for ch in changes] == [a.id, b.id, c.id]
+
+
+async def test_deleting_the_job_changed_last_never_reuses_a_cursor(backend: Backend) -> None:
+    b = await create(backend)
+    a = await create(backend)
+    _, head = await backend.changed_jobs(TENANT, None)
+    changes_a = await backend.request_cancel(TENANT, a.id)
+    assert changes_a is not None
+    seen, after_a = await backend.changed_jobs(TENANT, head)
+    assert [c.job.id for c in seen] == [a.id]
+
+    assert await backend.delete_job(TENANT, a.id)
+    await backend.request_cancel(TENANT, b.id)
+    newest = await create(backend)
+
+    changes, _ = await backend.changed_jobs(TENANT, after_a)
+    assert [(c.job.id, c.job.status) for c in changes] == [
+        (b.id, Status.CANCELLED),
+        (newest.id, Status.PENDING),
+    ]

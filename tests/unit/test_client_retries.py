@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
 import pytest
+from rich.text import Text
 
-from longjobs.client import AsyncClient, Backoff, ConnectionFailed, RateLimited, Unavailable
+from longjobs.cli_jobs import _progress_text
+from longjobs.client import (
+    AsyncClient,
+    Backoff,
+    ConnectionFailed,
+    EventResource,
+    RateLimited,
+    Unavailable,
+)
 
 NO_WAIT = Backoff(base=0.0, cap=0.0, max_retry_after=0.0)
 
@@ -126,3 +136,51 @@ async def test_wait_long_polls_and_backs_off_when_the_server_does_not_hold() -> 
     assert job.status == "completed"
     assert [request.url.params["wait"] for request in seen] == ["30"] * 3
     assert all(request.url.path == "/v1/jobs/job_1" for request in seen)
+
+
+async def test_a_server_that_is_not_longjobs_is_connection_failed() -> None:
+    handler, _ = scripted(httpx.Response(200, text="<html>Sign in to the Wi-Fi</html>"))
+    async with client_for(handler) as client:
+        with pytest.raises(ConnectionFailed, match="not a longjobs answer"):
+            await client.get("job_1")
+
+
+async def test_wait_with_no_time_looks_once() -> None:
+    handler, seen = scripted(httpx.Response(200, json={**JOB, "status": "completed"}))
+    async with client_for(handler) as client:
+        job = await client.wait("job_1", timeout=0)
+    assert job.status == "completed"
+    assert "wait" not in seen[0].url.params
+
+
+def test_watch_shows_job_text_as_text_not_markup() -> None:
+    event = EventResource.model_validate(
+        {"type": "progress", "sequence_number": 3, "job_id": "job_1",
+         "at": "2026-01-01T00:00:00Z", "stage": "copy", "message": "copied [/] files [a-z]+"}
+    )  # fmt: skip
+    description = _progress_text(event)["description"]
+    assert Text.from_markup(description).plain == "copy · copied [/] files [a-z]+"
+
+
+def _frame(sequence: int, status: str) -> bytes:
+    data = {"type": "status", "sequence_number": sequence, "job_id": "job_1",
+            "at": "2026-01-01T00:00:00Z", "status": status}  # fmt: skip
+    return f"id: {sequence}\nevent: status\ndata: {json.dumps(data)}\n\n".encode()
+
+
+async def test_a_stream_quiet_for_longer_than_reconnect_for_is_still_resumed() -> None:
+    async def quiet_then_dropped() -> AsyncIterator[bytes]:
+        yield _frame(0, "pending")
+        await asyncio.sleep(0.3)  # longer than reconnect_for, then the server goes away
+
+    sse = {"content-type": "text/event-stream"}
+    handler, seen = scripted(
+        httpx.Response(200, headers=sse, content=quiet_then_dropped()),
+        httpx.ConnectError("refused"),
+        httpx.Response(200, headers=sse, content=_frame(1, "completed")),
+    )
+    async with client_for(handler, reconnect_for=0.2) as client:
+        events = [event async for event in client.events("job_1")]
+
+    assert [event.sequence_number for event in events] == [0, 1]
+    assert seen[-1].headers["last-event-id"] == "0"

@@ -67,3 +67,17 @@ async def test_pending_jobs_are_counted_once_for_many_concurrent_submissions() -
     with pytest.raises(ProblemError) as refused:  # 7 counted + the 3 admitted: at the limit
         await gate.admit("acme", count)
     assert refused.value.slug == "too-many-requests"
+
+
+async def test_submissions_before_the_first_count_wait_for_it() -> None:
+    gate = PendingGate(limit=5)
+
+    async def count() -> int:
+        await asyncio.sleep(0.01)
+        return 5  # the tenant is at its limit already
+
+    answers = await asyncio.gather(
+        *(gate.admit("acme", count) for _ in range(20)), return_exceptions=True
+    )
+
+    assert all(isinstance(answer, ProblemError) for answer in answers)

@@ -342,6 +342,7 @@ class SQLiteBackend:
 
     async def delete_job(self, tenant: str, job_id: str) -> bool:
         def op(tx: Tx) -> bool:
+            tx.conn.execute(Q["raise_feed_floor"])
             row = tx.conn.execute(Q["delete_job"], (job_id, tenant)).fetchone()
             if row is None:
                 return False

@@ -18,12 +18,12 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 from urllib.parse import quote
 
 import httpx
 from httpx_sse import EventSource
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from longjobs.client.errors import ConnectionFailed, NotFound, WaitTimeout, error_for
 from longjobs.models import JSON, Status
@@ -67,7 +67,7 @@ class AsyncClient:
     ``LONGJOBS_API_KEY`` (none: open mode). ``timeout`` bounds each request's connect, write
     and read (long polls add their wait to it); ``retries`` is how many times a failed call is
     repeated before its error is raised; ``reconnect_for`` is how long ``events`` keeps trying
-    to reconnect after the last event it received::
+    to reconnect once a stream broke (a quiet job may stay silent far longer)::
 
         async with AsyncClient("http://jobs.internal:8000", api_key=key) as client:
             job = await client.submit("summarize", {"url": "https://example.com/a.pdf"})
@@ -171,7 +171,7 @@ class AsyncClient:
             params["kind"] = kind
         while True:
             response = await self._send("GET", "/v1/jobs", params=params)
-            page = JobList.model_validate_json(response.content)
+            page = _model(JobList, response)
             for job in page.data:
                 yield job
             if page.next_cursor is None:
@@ -206,13 +206,12 @@ class AsyncClient:
         idle_polls = 0
         while True:
             remaining = LONG_POLL_SECONDS if deadline is None else deadline - time.monotonic()
-            if remaining <= 0:
+            if remaining <= 0 and last_status is not None:  # it was looked at once at least
                 raise WaitTimeout(f"{job_id} is still {last_status} after {timeout:g} s")
-            chunk = min(remaining, LONG_POLL_SECONDS)
+            chunk = max(0.0, min(remaining, LONG_POLL_SECONDS))
             started = time.monotonic()
-            response = await self._send(
-                "GET", _path(job_id), params={"wait": _seconds(chunk)}, waits=chunk
-            )
+            params = {"wait": _seconds(chunk)} if chunk > 0 else None
+            response = await self._send("GET", _path(job_id), params=params, waits=chunk)
             job = _job(response)
             if job.is_terminal:
                 return job
@@ -233,28 +232,33 @@ class AsyncClient:
         """The job's events in order, each once, ending after its terminal ``status`` event:
         the stored log from the start (or after sequence number ``after``), then live ones.
         A dropped connection or a restarted server is reconnected with ``Last-Event-ID``;
-        ``ConnectionFailed`` after ``reconnect_for`` seconds without an event."""
+        ``ConnectionFailed`` once reconnecting has failed for ``reconnect_for`` seconds."""
         last = after
-        give_up_at = time.monotonic() + self._reconnect_for
+        broken_since: float | None = None  # when the current run of failed connections began
         failures = 0
         while True:
+            connected: builtins.list[bool] = []
             try:
-                async for event in self._stream(job_id, last):
-                    last, failures = event.sequence_number, 0
-                    give_up_at = time.monotonic() + self._reconnect_for
+                async for event in self._stream(job_id, last, connected):
+                    last, failures, broken_since = event.sequence_number, 0, None
                     yield event
                     if event.is_terminal:
                         return
                 return  # 204: finished, nothing after the cursor
             except _StreamBroken as exc:
-                if time.monotonic() >= give_up_at:
+                now = time.monotonic()
+                if connected or broken_since is None:  # a quiet stream that broke: a new run
+                    broken_since, failures = now, 0
+                if now - broken_since >= self._reconnect_for:
                     raise ConnectionFailed(
                         f"the event stream of {job_id} broke and could not be resumed: {exc}"
                     ) from None
                 await asyncio.sleep(self._backoff.delay(failures, exc.retry_after))
                 failures += 1
 
-    async def _stream(self, job_id: str, last: int | None) -> AsyncIterator[EventResource]:
+    async def _stream(
+        self, job_id: str, last: int | None, connected: builtins.list[bool]
+    ) -> AsyncIterator[EventResource]:
         headers = {"Accept": "text/event-stream"}
         if last is not None:
             headers["Last-Event-ID"] = str(last)
@@ -271,10 +275,16 @@ class AsyncClient:
                 if response.is_error:
                     await response.aread()
                     raise _error(response)
+                connected.append(True)
                 async for sse in EventSource(response).aiter_sse():
                     if not sse.data:
                         continue
-                    event = EventResource.model_validate_json(sse.data)
+                    try:
+                        event = EventResource.model_validate_json(sse.data)
+                    except ValidationError:
+                        raise ConnectionFailed(
+                            f"the event stream of {job_id} sent something that is not an event"
+                        ) from None
                     if last is None or event.sequence_number > last:
                         yield event
         except httpx.TransportError as exc:
@@ -285,7 +295,7 @@ class AsyncClient:
     async def kinds(self) -> builtins.list[KindResource]:
         """The job kinds the server runs, with their input JSON Schemas and defaults."""
         response = await self._send("GET", "/v1/kinds")
-        return KindList.model_validate_json(response.content).data
+        return _model(KindList, response).data
 
     # -- transport ----------------------------------------------------------------------------
     async def _send(
@@ -339,8 +349,23 @@ def _seconds(value: float) -> str:
     return f"{max(0.0, value):.3f}".rstrip("0").rstrip(".") or "0"
 
 
+M = TypeVar("M", bound=BaseModel)
+
+
+def _model(model: type[M], response: httpx.Response) -> M:
+    """``response``'s body as ``model``; ConnectionFailed when it is not one (the URL reaches
+    some other server, a proxy's error page, a captive portal)."""
+    try:
+        return model.model_validate_json(response.content)
+    except ValidationError:
+        raise ConnectionFailed(
+            f"{response.request.url} answered {response.status_code} with something that is "
+            "not a longjobs answer: is the server URL right?"
+        ) from None
+
+
 def _job(response: httpx.Response) -> JobResource:
-    return JobResource.model_validate_json(response.content)
+    return _model(JobResource, response)
 
 
 def _retry_after(response: httpx.Response) -> float | None:

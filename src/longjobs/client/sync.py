@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractContextManager
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar
@@ -98,6 +99,19 @@ def _call(portal: BlockingPortal, function: Callable[[], Awaitable[T]]) -> T:
         raise
 
 
+def _shut_down(
+    portal: BlockingPortal,
+    portal_context: AbstractContextManager[BlockingPortal],
+    client: AsyncClient,
+) -> None:
+    try:
+        portal.call(client.aclose)
+    finally:
+        with contextlib.suppress(RuntimeError):  # the portal stopped already
+            portal.call(portal.stop, True)  # cancel any call left running
+        portal_context.__exit__(None, None, None)
+
+
 class Client:
     """A longjobs server's jobs, from blocking Python code: the methods, arguments, results and
     errors of ``AsyncClient``, without ``await``::
@@ -122,6 +136,11 @@ class Client:
             self._portal_context.__exit__(None, None, None)
             raise
         self.server = self._async.server
+        # Closed by close(), or when the client is collected, or at interpreter exit (while the
+        # loop's thread still runs: stopping it later, from a finalizer, would hang the exit).
+        self._close = weakref.finalize(
+            self, _shut_down, self._portal, self._portal_context, self._async
+        )
 
     def __enter__(self) -> Self:
         return self
@@ -130,13 +149,8 @@ class Client:
         self.close()
 
     def close(self) -> None:
-        """Close the connections and stop the client's thread."""
-        try:
-            self._portal.call(self._async.aclose)
-        finally:
-            with contextlib.suppress(RuntimeError):  # the portal stopped already
-                self._portal.call(self._portal.stop, True)  # cancel any call left running
-            self._portal_context.__exit__(None, None, None)
+        """Close the connections and stop the client's thread (again: nothing)."""
+        self._close()
 
     submit = _blocking(AsyncClient.submit)
     get = _blocking(AsyncClient.get)

@@ -4,7 +4,8 @@ Open mode: while no API key was ever created, every request belongs to the one t
 ``default`` (and ``longjobs serve`` refuses a non-loopback address without an explicit insecure
 flag). Once a key exists, every route but the probes needs ``Authorization: Bearer <key>``, and
 the key's tenant is the caller's. Revoking every key does not reopen the server. Each request
-checks the store (one indexed read), so a revocation applies to the next request.
+with a key checks the store (one indexed read), so a revocation applies to the next request; in
+open mode the store is asked at most once a second whether a first key exists.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ Open mode (no API keys) is not rate limited: it serves only loopback unless told
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -58,11 +59,17 @@ class PendingGate:
     limit: int
     max_age: float = 1.0
     _known: dict[str, tuple[int, float]] = field(default_factory=dict)
+    _first: dict[str, asyncio.Lock] = field(default_factory=dict)
 
     async def admit(self, tenant: str, count: Callable[[], Awaitable[int]]) -> None:
         """Count one more submission; ProblemError 429 when the tenant is at its limit."""
+        if tenant not in self._known:  # no estimate yet: everyone waits for the first count
+            async with self._first.setdefault(tenant, asyncio.Lock()):
+                if tenant not in self._known:
+                    self._known[tenant] = (await count(), time.monotonic())
+            self._first.pop(tenant, None)
         now = time.monotonic()
-        pending, checked = self._known.get(tenant, (0, -math.inf))
+        pending, checked = self._known[tenant]
         if now - checked > self.max_age:
             # One count at a time: submissions arriving meanwhile go on with the estimate, and
             # those it admits are added to the fresh count.

@@ -63,6 +63,13 @@ CREATE TABLE IF NOT EXISTS api_keys (
     created_at REAL NOT NULL,
     revoked_at REAL
 );
+-- The highest change number ever given to a job that was then deleted: new change numbers are
+-- above it, so deleting the job changed last never lets a number be given twice.
+CREATE TABLE IF NOT EXISTS feed_floor (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    value INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO feed_floor (id, value) VALUES (1, 0);
 CREATE TABLE IF NOT EXISTS results (
     job_num INTEGER PRIMARY KEY,
     content_type TEXT NOT NULL,
@@ -75,7 +82,7 @@ INSERT INTO jobs (id, tenant, kind, status, priority, input, metadata, max_attem
                   created_at, run_at, updated_at, change)
 VALUES (:id, :tenant, :kind, 'pending', :priority, :input, :metadata, :max_attempts,
         :timeout_seconds, :result_ttl_seconds, :idempotency_key, :request_hash,
-        :now, :run_at, :now, (SELECT coalesce(max(change), 0) + 1 FROM jobs))
+        :now, :run_at, :now, (SELECT max(coalesce(max(change), 0), (SELECT value FROM feed_floor)) + 1 FROM jobs))
 RETURNING num
 
 -- name: changed_jobs
@@ -87,7 +94,10 @@ ORDER BY change, num
 LIMIT :limit
 
 -- name: change_head
-SELECT coalesce(max(change), 0) FROM jobs
+SELECT max(coalesce(max(change), 0), (SELECT value FROM feed_floor)) FROM jobs
+
+-- name: raise_feed_floor
+UPDATE feed_floor SET value = max(value, (SELECT coalesce(max(change), 0) FROM jobs))
 
 -- name: job_counts
 SELECT status, kind, count(*) AS n FROM jobs GROUP BY status, kind
@@ -123,7 +133,7 @@ SELECT kind, request_hash FROM jobs WHERE num = ?
 UPDATE jobs
 SET status = 'running', attempt = attempt + 1, lease_owner = :worker,
     lease_until = :now + :lease, started_at = :now, last_seq = last_seq + 1, updated_at = :now,
-    change = (SELECT coalesce(max(change), 0) + 1 FROM jobs)
+    change = (SELECT max(coalesce(max(change), 0), (SELECT value FROM feed_floor)) + 1 FROM jobs)
 WHERE id IN (
     SELECT id FROM jobs
     WHERE status = 'pending' AND run_at <= :now AND kind IN (SELECT value FROM json_each(:kinds))
@@ -152,7 +162,7 @@ SET last_seq = last_seq + :n,
     output_tokens = coalesce(:output_tokens, output_tokens),
     checkpoint = CASE WHEN :has_checkpoint THEN :checkpoint ELSE checkpoint END,
     updated_at = :now,
-    change = (SELECT coalesce(max(change), 0) + 1 FROM jobs)
+    change = (SELECT max(coalesce(max(change), 0), (SELECT value FROM feed_floor)) + 1 FROM jobs)
 WHERE id = :id AND attempt = :attempt AND lease_owner = :worker AND status = 'running'
 RETURNING num, last_seq, progress
 
@@ -166,7 +176,7 @@ UPDATE jobs
 SET status = ?, error = ?, progress = ?, eta_seconds = ?, result = ?, result_size = ?,
     expires_at = ?, finished_at = ?, run_at = ?, lease_owner = NULL, lease_until = NULL,
     last_seq = ?, updated_at = ?,
-    change = (SELECT coalesce(max(change), 0) + 1 FROM jobs)
+    change = (SELECT max(coalesce(max(change), 0), (SELECT value FROM feed_floor)) + 1 FROM jobs)
 WHERE num = ?
 
 -- name: insert_result
@@ -179,7 +189,7 @@ SET status = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'pending' END,
     finished_at = CASE WHEN cancel_requested THEN :now END,
     attempt = attempt - 1, lease_owner = NULL,
     lease_until = NULL, last_seq = last_seq + 1, updated_at = :now,
-    change = (SELECT coalesce(max(change), 0) + 1 FROM jobs)
+    change = (SELECT max(coalesce(max(change), 0), (SELECT value FROM feed_floor)) + 1 FROM jobs)
 WHERE id = :id AND lease_owner = :worker AND status = 'running'
 RETURNING num, last_seq, attempt, status
 
@@ -187,13 +197,13 @@ RETURNING num, last_seq, attempt, status
 UPDATE jobs
 SET status = 'cancelled', cancel_requested = 1, finished_at = :now, last_seq = last_seq + 1,
     updated_at = :now,
-    change = (SELECT coalesce(max(change), 0) + 1 FROM jobs)
+    change = (SELECT max(coalesce(max(change), 0), (SELECT value FROM feed_floor)) + 1 FROM jobs)
 WHERE id = :id AND tenant = :tenant AND status = 'pending'
 RETURNING num, last_seq, attempt
 
 -- name: cancel_running
 UPDATE jobs SET cancel_requested = 1, last_seq = last_seq + 1, updated_at = :now,
-    change = (SELECT coalesce(max(change), 0) + 1 FROM jobs)
+    change = (SELECT max(coalesce(max(change), 0), (SELECT value FROM feed_floor)) + 1 FROM jobs)
 WHERE id = :id AND tenant = :tenant AND status = 'running' AND cancel_requested = 0
 RETURNING num, last_seq, attempt, lease_owner
 
@@ -206,7 +216,7 @@ LIMIT 1000
 UPDATE jobs
 SET status = :status, error = :error, finished_at = :finished_at, eta_seconds = NULL,
     lease_owner = NULL, lease_until = NULL, last_seq = last_seq + 1, updated_at = :now,
-    change = (SELECT coalesce(max(change), 0) + 1 FROM jobs)
+    change = (SELECT max(coalesce(max(change), 0), (SELECT value FROM feed_floor)) + 1 FROM jobs)
 WHERE id = :id AND attempt = :attempt AND status = 'running' AND lease_until < :now
 RETURNING num, last_seq
 
