@@ -17,9 +17,9 @@ import pytest
 
 from tests.acceptance.harness import (
     LONGJOBS,
-    ROOT,
     Cluster,
     LongjobsProcess,
+    create_key,
     free_port,
     wait_for_status,
 )
@@ -233,15 +233,7 @@ def test_cancel_on_interrupt_needs_no_answer(shell: Shell, api: httpx.Client) ->
 
 
 def test_the_api_key_comes_from_the_environment_or_the_flag(cluster: Cluster, shell: Shell) -> None:
-    created = subprocess.run(
-        [str(LONGJOBS), "keys", "create", "--tenant", "acme"],
-        cwd=ROOT,
-        env=cluster.environment(),
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    key = created.stdout.strip()
+    _, key = create_key(cluster, "acme")
     refused = shell.run("ls")
     assert refused.returncode == 1
     assert "401" in one_line_error(refused) or "API key" in refused.stderr

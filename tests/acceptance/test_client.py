@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import sqlite3
-import subprocess
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -34,10 +32,9 @@ from longjobs.client import (
     WaitTimeout,
 )
 from tests.acceptance.harness import (
-    LONGJOBS,
-    ROOT,
     Cluster,
     LongjobsProcess,
+    create_key,
     free_port,
     wait_until,
 )
@@ -177,15 +174,7 @@ def test_an_expired_result_raises_result_expired(client: Client) -> None:
 
 
 def test_a_wrong_key_is_unauthorized(cluster: Cluster, server: LongjobsProcess) -> None:
-    created = subprocess.run(
-        [str(LONGJOBS), "keys", "create", "--tenant", "acme", "--json"],
-        cwd=ROOT,
-        env=cluster.environment(),
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    key = json.loads(created.stdout)["key"]
+    _, key = create_key(cluster, "acme")
     with Client(server.base_url, api_key=key) as client:
         job = client.submit("sleepy", {"seconds": 0}, wait=10)
         assert job.status == "completed"
@@ -287,15 +276,7 @@ async def test_the_async_client_does_the_same(server: LongjobsProcess) -> None:
 def test_429_is_retried_after_retry_after_then_raised_typed(cluster: Cluster) -> None:
     limited = {"LONGJOBS_RATE_LIMIT_PER_SECOND": "1", "LONGJOBS_RATE_LIMIT_BURST": "1"}
     server = cluster.serve(env=limited)
-    created = subprocess.run(
-        [str(LONGJOBS), "keys", "create", "--tenant", "acme"],
-        cwd=ROOT,
-        env=cluster.environment(),
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    key = created.stdout.strip()
+    _, key = create_key(cluster, "acme")
     with Client(server.base_url, api_key=key, retries=0) as impatient:
         impatient.kinds()
         with pytest.raises(RateLimited) as caught:
