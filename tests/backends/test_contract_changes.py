@@ -37,8 +37,10 @@ async def test_the_head_has_no_jobs_and_later_changes_follow_it(backend: Backend
 
     assert [c.job.id for c in changes] == [after.id]
     assert changes[0].job.status is Status.PENDING
-    assert cursor == changes[-1].cursor
     assert before.id not in {c.job.id for c in changes}
+    assert (await backend.changed_jobs(TENANT, cursor))[0] == []
+    later = await create(backend)
+    assert [c.job.id for c in (await backend.changed_jobs(TENANT, cursor))[0]] == [later.id]
 
 
 async def test_changes_come_in_commit_order_each_job_once_at_its_latest(backend: Backend) -> None:
@@ -137,3 +139,20 @@ async def test_deleting_the_job_changed_last_never_reuses_a_cursor(backend: Back
         (b.id, Status.CANCELLED),
         (newest.id, Status.PENDING),
     ]
+
+
+async def test_other_tenants_changes_are_skipped_but_never_own_ones(backend: Backend) -> None:
+    _, head = await backend.changed_jobs(TENANT, None)
+    mine = await create(backend)
+    for _ in range(5):
+        await create(backend, tenant=OTHER_TENANT)
+
+    changes, cursor = await backend.changed_jobs(TENANT, head)
+    again, cursor = await backend.changed_jobs(TENANT, cursor)
+    await create(backend, tenant=OTHER_TENANT)
+    next_mine = await create(backend)
+    after, _ = await backend.changed_jobs(TENANT, cursor)
+
+    assert [c.job.id for c in changes] == [mine.id]
+    assert again == []
+    assert [c.job.id for c in after] == [next_mine.id]

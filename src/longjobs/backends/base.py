@@ -243,8 +243,9 @@ class Backend(Protocol):
         """The change feed: ``tenant``'s jobs changed after the cursor ``after``, in the order
         the changes were committed, each once at its latest state (without its result; a
         job changed twice since shows once), at most ``limit``; and the cursor past the last
-        one (``after`` itself when there is none). ``after=None`` is the head: no jobs and the
-        cursor of now. Raises ValueError for a cursor this backend did not give."""
+        one, or past other tenants' later changes too (``after`` itself when nothing changed).
+        ``after=None`` is the head: no jobs and the cursor of now. Raises ValueError for a
+        cursor this backend did not give."""
 
     async def job_counts(self) -> dict[tuple[str, str], int]:
         """How many jobs there are by ``(status, kind)``, all tenants (for metrics)."""

@@ -453,16 +453,27 @@ class SQLiteBackend:
         position = None if after is None else decode_change(after)
 
         def op(conn: sqlite3.Connection) -> tuple[list[Change], str]:
-            if position is None:
+            # The head and the rows from one snapshot: every change up to the head is committed
+            # in it (one writer at a time: an unfinished transaction's numbers are above it).
+            conn.execute("BEGIN")
+            try:
                 head = int(conn.execute(Q["change_head"]).fetchone()[0])
-                return [], encode_change(head, 2**62)
-            change, num = position
-            params = {"tenant": tenant, "change": change, "num": num, "limit": max(1, limit)}
-            rows = job_rows(conn, Q["changed_jobs"], params)
+                if position is None:
+                    return [], encode_change(head, 2**62)
+                change, num = position
+                wanted = max(1, limit)
+                params = {"tenant": tenant, "change": change, "num": num, "head": head}
+                rows = job_rows(conn, Q["changed_jobs"], {**params, "limit": wanted})
+            finally:
+                conn.execute("COMMIT")
             changes = [
                 Change(encode_change(row[-1], row[NUM]), job_from_row(row[:-1], with_result=False))
                 for row in rows
             ]
+            if len(changes) < wanted and head > change:
+                # All of the tenant's changes up to the head are read: the next read starts at
+                # the head, not again among other tenants' changes since the last of its own.
+                return changes, encode_change(head, 2**62)
             return changes, changes[-1].cursor if changes else after or ""
 
         return await self.readers.run(op)

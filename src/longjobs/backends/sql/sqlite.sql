@@ -90,6 +90,7 @@ RETURNING num
 -- index, which would read all of a tenant's jobs to sort them).
 SELECT $job_columns, change FROM jobs
 WHERE +tenant = :tenant AND change >= :change AND (change, num) > (:change, :num)
+      AND change <= :head
 ORDER BY change, num
 LIMIT :limit
 
