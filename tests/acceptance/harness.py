@@ -163,15 +163,17 @@ class Cluster:
         concurrency: int = 4,
         env: Mapping[str, str] | None = None,
         app: str = APP,
+        port: int | None = None,
     ) -> LongjobsProcess:
-        """``longjobs serve`` of ``app`` on a free loopback port, once ``/healthz`` answers."""
-        for _ in range(3):  # another process may take the port between our probe and the bind
-            port = free_port()
-            args = ["serve", app, "--port", str(port), "--concurrency", str(concurrency)]
+        """``longjobs serve`` of ``app`` on ``port`` (default: a free loopback port), once
+        ``/healthz`` answers."""
+        for _ in range(1 if port else 3):  # a free port may be taken before the server binds it
+            bound = port or free_port()
+            args = ["serve", app, "--port", str(bound), "--concurrency", str(concurrency)]
             if not worker:
                 args.append("--no-worker")
             process = self.start("serve", [*args, *options], env=env)
-            process.base_url = f"http://127.0.0.1:{port}"
+            process.base_url = f"http://127.0.0.1:{bound}"
             if self._wait_healthy(process):
                 return process
             if "address already in use" not in process.stderr().lower():

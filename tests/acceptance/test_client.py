@@ -6,7 +6,6 @@ import asyncio
 import sqlite3
 import threading
 from collections.abc import Iterator
-from typing import Any
 
 import httpx
 import pytest
@@ -36,6 +35,7 @@ from tests.acceptance.harness import (
     LongjobsProcess,
     create_key,
     free_port,
+    stored_events,
     wait_until,
 )
 
@@ -201,7 +201,8 @@ def test_events_survive_the_server_being_killed_and_restarted(cluster: Cluster) 
     every event exactly once, in order, to the terminal one."""
     server = cluster.serve(worker=False)
     cluster.worker()
-    port = server.base_url.rsplit(":", 1)[1] if server.base_url else ""
+    assert server.base_url is not None
+    port = int(server.base_url.rsplit(":", 1)[1])
     received: list[EventResource] = []
     errors: list[BaseException] = []
     with Client(server.base_url, backoff=FAST, reconnect_for=60) as client:
@@ -219,11 +220,12 @@ def test_events_survive_the_server_being_killed_and_restarted(cluster: Cluster) 
         for _ in range(2):
             wait_for_more(received, 10)
             server.kill()
-            server = _restart_on(cluster, port)
+            server = cluster.serve(worker=False, port=port)
         reader.join(timeout=60)
         assert not reader.is_alive()
         assert not errors, errors
-        stored = [e["sequence_number"] for e in _stored(client, job.id)]
+        with httpx.Client(base_url=client.server) as api:
+            stored = [e["sequence_number"] for e in stored_events(api, job.id)]
 
     numbers = [event.sequence_number for event in received]
     assert numbers == list(range(len(numbers)))
@@ -234,28 +236,6 @@ def test_events_survive_the_server_being_killed_and_restarted(cluster: Cluster) 
 def wait_for_more(received: list[EventResource], count: int) -> None:
     target = len(received) + count
     wait_until(lambda: len(received) >= target, timeout=30, what=f"{count} more events")
-
-
-def _restart_on(cluster: Cluster, port: str) -> LongjobsProcess:
-    """``longjobs serve --no-worker`` again on the same port (clients reconnect to it)."""
-    process = cluster.start(
-        "serve", ["serve", "tests.acceptance.apps.chaos_app:app", "--port", port, "--no-worker"]
-    )
-    process.base_url = f"http://127.0.0.1:{port}"
-    wait_until(
-        lambda: "Uvicorn running" in process.stderr() or "serving" in process.stderr(),
-        timeout=30,
-        what="the server to start again",
-    )
-    return process
-
-
-def _stored(client: Client, job_id: str) -> list[dict[str, Any]]:
-    response = httpx.get(
-        f"{client.server}/v1/jobs/{job_id}/events", headers={"Accept": "application/json"}
-    )
-    data: list[dict[str, Any]] = response.json()["data"]
-    return data
 
 
 async def test_the_async_client_does_the_same(server: LongjobsProcess) -> None:

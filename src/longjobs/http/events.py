@@ -171,7 +171,7 @@ def sse_frame(event: Event) -> bytes:
     return f"id: {event.sequence_number}\nevent: {event.type}\ndata: {data}\n\n".encode()
 
 
-def sse_stream(
+async def sse_stream(
     app: App,
     job_id: str,
     *,
@@ -186,17 +186,6 @@ def sse_stream(
     Ends quietly if the job is deleted, the store fails mid-stream or ``closing`` is set (the
     server is shutting down); the client reconnects with ``Last-Event-ID`` and loses nothing.
     """
-    return _sse_frames(app, job_id, after, tenant, keepalive, closing)
-
-
-async def _sse_frames(
-    app: App,
-    job_id: str,
-    after: int,
-    tenant: str,
-    keepalive: float,
-    closing: asyncio.Event | None,
-) -> AsyncGenerator[bytes, None]:
     yield f"retry: {RETRY_MILLISECONDS}\n\n".encode()
     events = app.events(job_id, after=after, tenant=tenant, follow=True)
     pending: asyncio.Task[Event | None] | None = None
