@@ -37,6 +37,7 @@ from longjobs.backends.base import (
     StoredResult,
 )
 from longjobs.errors import ConfigurationError, InvalidInput, JobNotFound, UnknownKind
+from longjobs.follow import follow_events, read_events
 from longjobs.keys import key_hash, new_api_key
 from longjobs.models import JSON, Event, Job, JobError, Page, Status, new_job_id
 from longjobs.retry import RetryPolicy
@@ -439,51 +440,13 @@ class App:
         """The job's events after ``after``, in order; with ``follow``, live until the terminal
         status event. Raises JobNotFound."""
         backend = await self.open()
-        ended = False  # the job was terminal, or gone, when last looked at
-        page = _EVENT_PAGE
-        while True:
-            with backend.watch_job(job_id) as watch:
-                events = await _events_page(backend, tenant, job_id, after, page, ended)
-                if events is None:
-                    return  # deleted while followed: the stream just ends
-                for event in events:
-                    after = event.sequence_number
-                    yield event
-                    if event.type == "status" and event.data.get("status") in _TERMINAL_NAMES:
-                        return
-                if len(events) == page:
-                    continue  # more may be stored already
-                if not follow:
-                    return
-                page = _LIVE_PAGE
-                if not events:
-                    if ended:
-                        return
-                    job = await backend.get_job(tenant, job_id, with_result=False)
-                    if job is None or job.is_terminal:
-                        # It ended (or went) after the read above: read once more, since its
-                        # terminal status event was committed with it.
-                        ended = True
-                        continue
-                # The watch was set before the read: whatever was committed since wakes it.
-                await watch.wait(_FOLLOW_POLL_SECONDS)
-
-
-async def _events_page(
-    backend: Backend, tenant: str, job_id: str, after: int, limit: int, ended: bool
-) -> list[Event] | None:
-    """The next page of a followed log; None if the job is gone after it ended (JobNotFound if
-    it is gone, or never was, before)."""
-    events = await backend.list_events(tenant, job_id, after=after, limit=limit)
-    if events is None and not ended:
-        raise JobNotFound(job_id)
-    return events
+        if not follow:
+            async for event in read_events(backend, tenant, job_id, after=after):
+                yield event
+            return
+        async for batch in follow_events(backend, tenant, job_id, after=after):
+            for event in batch:
+                yield event
 
 
 _KEY_RECHECK_SECONDS = 1.0
-_FOLLOW_POLL_SECONDS = 1.0
-_EVENT_PAGE = 1000
-_LIVE_PAGE = 64
-"""Once a follower has caught up, events come a few at a time: a small page lets a backend read
-them without a hop to another thread (SQLite reads pages of up to 64 in place)."""
-_TERMINAL_NAMES = frozenset(s.value for s in Status if s.is_terminal)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import importlib
 import ipaddress
 import logging
@@ -87,6 +88,7 @@ def _bind(host: str, port: int) -> socket.socket:
 def _run(main: Coroutine[Any, Any, None]) -> None:
     """Run on uvloop when it is installed (it comes with uvicorn[standard]): the same asyncio
     API, with a faster event loop and faster sockets."""
+    tune_gc()
     try:
         import uvloop
     except ImportError:
@@ -94,6 +96,16 @@ def _run(main: Coroutine[Any, Any, None]) -> None:
     else:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             runner.run(main)
+
+
+def tune_gc() -> None:
+    """Keep the cycle collector from pausing a busy server. A process holding thousands of
+    connections, streams and jobs has many live objects, and with the default thresholds the
+    collector walks all of them every few seconds: a pause of 100-300 ms that every open event
+    stream feels. Objects made at start-up (modules, the app) are moved out of its way, and
+    collections run less often; garbage without cycles is still freed at once."""
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
 
 
 def _has_api_keys(app: App) -> bool:

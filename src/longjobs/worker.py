@@ -367,9 +367,13 @@ class Worker:
                 await watch.wait(self.settings.heartbeat_interval)
 
     async def _flush_loop(self) -> None:
+        """Flush every ``flush_interval`` from the start of the last flush (a slow write does
+        not stretch the rhythm), or at once when the last one took longer than that."""
+        loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(self.settings.flush_interval)
+            due = loop.time() + self.settings.flush_interval
             await self.flush()
+            await asyncio.sleep(max(0.0, due - loop.time()))
 
     async def flush(self) -> None:
         """Write every running handler's pending reports now, in one batch."""

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from longjobs.backends.base import Backend, Completed, Failed, Finish, JobUpdate, NewJob
+from longjobs.follow import follow_events
 from longjobs.models import JSON, Event, Job, JobError, new_job_id
 
 TENANT = "acme"
@@ -105,6 +106,14 @@ async def last_event(backend: Backend, job_id: str) -> Event:
 
 def update(job: Job, *events: tuple[str, dict[str, JSON]], **fields: Any) -> JobUpdate:
     return JobUpdate(job_id=job.id, attempt=job.attempt, events=list(events), **fields)
+
+
+async def follow_all(backend: Backend, job_id: str, after: int = -1) -> list[Event]:
+    """Everything ``longjobs.follow`` yields for the job, up to its terminal event."""
+    seen: list[Event] = []
+    async for batch in follow_events(backend, TENANT, job_id, after=after, idle=5.0):
+        seen += batch
+    return seen
 
 
 def assert_gap_free(events: Sequence[Event]) -> None:

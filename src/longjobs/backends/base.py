@@ -15,7 +15,7 @@ from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from longjobs.backends.notify import Wake, Watch
+from longjobs.backends.notify import Subscription, Wake, Watch
 from longjobs.models import JSON, Event, Job, JobError, Page, Status
 
 
@@ -274,6 +274,10 @@ class Backend(Protocol):
 
     def watch_job(self, job_id: str | None) -> Watch:
         """Start watching job ``job_id`` (any job, when None); read it, then ``wait``."""
+
+    def subscribe_job(self, job_id: str) -> Subscription:
+        """Start following job ``job_id``'s log: read it, then take from the subscription what
+        came since (events handed over, or "stale": read again)."""
 
     def watch_cancel(self, worker: str) -> Watch:
         """Start watching for cancel requests on jobs leased by ``worker``."""

@@ -26,7 +26,15 @@ from longjobs.backends.base import (
     StoredResult,
     Sweep,
 )
-from longjobs.backends.notify import ANY_JOB, WORK, Notifier, Watch, cancel_key, job_key
+from longjobs.backends.notify import (
+    ANY_JOB,
+    WORK,
+    Notifier,
+    Subscription,
+    Watch,
+    cancel_key,
+    job_key,
+)
 from longjobs.backends.rows import (
     decode_change,
     decode_cursor,
@@ -488,6 +496,9 @@ class MemoryBackend:
 
     def watch_job(self, job_id: str | None) -> Watch:
         return self.notifier.watch(ANY_JOB if job_id is None else job_key(job_id))
+
+    def subscribe_job(self, job_id: str) -> Subscription:
+        return self.notifier.subscription(job_key(job_id))
 
     def watch_cancel(self, worker: str) -> Watch:
         return self.notifier.watch(cancel_key(worker))

@@ -16,6 +16,7 @@ import functools
 import sqlite3
 import time
 from collections.abc import AsyncGenerator, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from longjobs.backends.base import (
@@ -29,7 +30,16 @@ from longjobs.backends.base import (
     StoredResult,
     Sweep,
 )
-from longjobs.backends.notify import ANY_JOB, WORK, Notifier, Wake, Watch, cancel_key, job_key
+from longjobs.backends.notify import (
+    ANY_JOB,
+    WORK,
+    Notifier,
+    Subscription,
+    Wake,
+    Watch,
+    cancel_key,
+    job_key,
+)
 from longjobs.backends.rows import (
     ATTEMPT,
     ID,
@@ -60,6 +70,7 @@ from longjobs.backends.sqlite_sql import (
     running_event,
     sweep_expired,
 )
+from longjobs.backends.sqlite_tail import ForeignTail
 from longjobs.errors import (
     IdempotencyConflict,
     StorageError,
@@ -86,6 +97,9 @@ class SQLiteBackend:
         self.notifier = Notifier()
         self._writer: Writer | None = None
         self._readers: Readers | None = None
+        self._tail = ForeignTail(self.notifier)
+        self._tail_reading = self._tail_again = False
+        self._tail_tasks: set[asyncio.Task[None]] = set()
 
     # -- lifecycle -----------------------------------------------------------------------
     async def open(self) -> None:
@@ -108,6 +122,7 @@ class SQLiteBackend:
             poll_interval=self.settings.poll_interval,
         )
         self._readers = Readers(self.path, threads=2, synchronous=self.synchronous)
+        await self._readers.run(self._tail.begin)
 
     async def close(self) -> None:
         if self._writer is not None:
@@ -129,8 +144,37 @@ class SQLiteBackend:
         return self._readers
 
     def _foreign_commit(self) -> None:
-        if self.notifier.has_waiters:
-            self.notifier.fire_all()
+        """Another process committed. Followers of jobs learn what changed from one read on
+        this thread (``ForeignTail``): reading it on the writer thread, which takes the GIL
+        back after every row, would make each row wait for the busy event loop."""
+        if not self.notifier.has_waiters:
+            return
+        if not self.notifier.follows_jobs:
+            self.notifier.fire_foreign([])
+        elif self._tail_reading:
+            self._tail_again = True
+        else:
+            self._tail_reading = True
+            task = asyncio.ensure_future(self._read_tail())
+            self._tail_tasks.add(task)
+            task.add_done_callback(self._tail_tasks.discard)
+
+    async def _read_tail(self) -> None:
+        try:
+            while True:
+                self._tail_again = False
+                try:
+                    changes = await self.readers.run_point(self._tail.changes)
+                except StorageError:
+                    changes = None
+                if changes is None:
+                    self.notifier.fire_all()
+                else:
+                    self.notifier.fire_foreign(changes.keys, changes.events)
+                if not self._tail_again:
+                    return
+        finally:
+            self._tail_reading = False
 
     # -- submitting ----------------------------------------------------------------------
     async def create_job(self, new: NewJob) -> tuple[Job, bool]:
@@ -189,7 +233,8 @@ class SQLiteBackend:
             Q["insert_event"],
             [(r[NUM], r[LAST_SEQ], "status", tx.now, running_event(r[ATTEMPT])) for r in rows],
         )
-        tx.notes.update(job_key(r[ID]) for r in rows)
+        for r in rows:
+            tx.wrote(job_key(r[ID]))
         return rows
 
     async def heartbeat(
@@ -215,49 +260,74 @@ class SQLiteBackend:
 
     async def append_events(self, worker: str, updates: Sequence[JobUpdate]) -> set[str]:
         def op(tx: Tx) -> set[str]:
-            return {u.job_id for u in updates if self._apply_update(tx, worker, u) is None}
+            applied = self._apply_updates(tx, worker, updates)
+            return {u.job_id for u in updates if u.job_id not in applied}
 
         # No savepoint per update is needed: Context checks that reports are JSON, so an update
         # fails only by fencing, which changes nothing.
 
         return await self.writer.run(op, inline=len(updates) <= _INLINE_BATCH)
 
-    @staticmethod
-    def _apply_update(tx: Tx, worker: str, update: JobUpdate) -> sqlite3.Row | None:
-        """Apply one fenced update: the job's ``num, last_seq, progress`` after it, or None when
-        the lease is lost."""
-        row = tx.conn.execute(
-            Q["report_progress"],
-            {
-                "n": len(update.events),
-                "progress": update.progress,
-                "stage": update.stage,
-                "message": update.message,
-                "eta_seconds": update.eta_seconds,
-                "input_tokens": update.input_tokens,
-                "output_tokens": update.output_tokens,
-                "has_checkpoint": update.has_checkpoint,
-                "checkpoint": dumps(update.checkpoint) if update.has_checkpoint else None,
-                "now": tx.now,
-                "id": update.job_id,
-                "attempt": update.attempt,
-                "worker": worker,
-            },
-        ).fetchone()
-        if row is None:
-            return None
-        first = row["last_seq"] - len(update.events) + 1
-        tx.conn.executemany(
-            Q["insert_event"],
+    def _apply_updates(
+        self, tx: Tx, worker: str, updates: Sequence[JobUpdate]
+    ) -> dict[str, tuple[int, float]]:
+        """Apply fenced updates: ``{job_id: (last_seq, progress)}`` after them, for those whose
+        lease still holds. Several updates of one job are applied in order, one round each."""
+        applied: dict[str, tuple[int, float]] = {}
+        pending = list(updates)
+        while pending:
+            now: list[JobUpdate] = []
+            later: list[JobUpdate] = []
+            ids: set[str] = set()
+            for update in pending:
+                (later if update.job_id in ids else now).append(update)
+                ids.add(update.job_id)
+            applied.update(self._apply_round(tx, worker, now))
+            pending = later
+        return applied
+
+    def _apply_round(
+        self, tx: Tx, worker: str, updates: list[JobUpdate]
+    ) -> dict[str, tuple[int, float]]:
+        """One statement updates every job (at most one update each), one more appends all
+        their events; what a follower in this process watches is handed over too."""
+        conn = tx.conn
+        conn.execute(Q["create_job_updates"])
+        conn.execute(Q["clear_job_updates"])
+        conn.executemany(
+            Q["insert_job_update"],
             [
-                (row["num"], first + i, kind, tx.now, dumps(data))
-                for i, (kind, data) in enumerate(update.events)
+                (u.job_id, u.attempt, len(u.events), u.progress, u.stage, u.message,
+                 u.eta_seconds, u.input_tokens, u.output_tokens, u.has_checkpoint,
+                 dumps(u.checkpoint) if u.has_checkpoint else None)
+                for u in updates
             ],
-        )
-        if update.events:
-            tx.notes.add(job_key(update.job_id))
-        updated: sqlite3.Row = row
-        return updated
+        )  # fmt: skip
+        by_id = {u.job_id: u for u in updates}
+        rows = job_rows(conn, Q["report_progress_batch"], {"now": tx.now, "worker": worker})
+        applied: dict[str, tuple[int, float]] = {}
+        events: list[tuple[int, int, str, float, str]] = []
+        at: datetime | None = None
+        for job_id, num, last_seq, progress in rows:
+            applied[job_id] = (last_seq, progress)
+            update = by_id[job_id]
+            if not update.events:
+                continue
+            first = last_seq - len(update.events) + 1
+            events += [
+                (num, first + i, kind, tx.now, dumps(data))
+                for i, (kind, data) in enumerate(update.events)
+            ]
+            key = job_key(job_id)
+            tx.notes.add(key)
+            if self.notifier.subscribed(key):  # followed here: hand the events over as well
+                at = at or datetime.fromtimestamp(tx.now, UTC)
+                tx.published[key] = [
+                    Event(job_id, first + i, kind, at, data)
+                    for i, (kind, data) in enumerate(update.events)
+                ]
+        conn.executemany(Q["insert_event"], events)
+        return applied
 
     async def finish_jobs(self, worker: str, finishes: Sequence[Finish]) -> list[bool]:
         op = lambda tx: self._finish_all(tx, worker, finishes)  # noqa: E731 - a one-line op
@@ -267,17 +337,21 @@ class SQLiteBackend:
         """Fence every finish with one read, then write them all with ``executemany``."""
         ids = dumps([f.job_id for f in finishes])
         held = {r["id"]: r for r in tx.conn.execute(Q["held_for_finish"], (worker, ids))}
-        accepted, settled, events, apart = [], [], [], []
+        rows: list[sqlite3.Row | None] = []
         for finish in finishes:
             row = held.pop(finish.job_id, None)  # a second finish in one batch is stale
-            if row is None or row["attempt"] != finish.attempt:
+            rows.append(row if row is not None and row["attempt"] == finish.attempt else None)
+        updated = self._apply_updates(
+            tx,
+            worker,
+            [f.update for f, row in zip(finishes, rows, strict=True) if row and f.update],
+        )
+        accepted, settled, events, apart = [], [], [], []
+        for finish, row in zip(finishes, rows, strict=True):
+            if row is None:
                 accepted.append(False)
                 continue
-            last_seq, progress = row["last_seq"], row["progress"]
-            if finish.update is not None:
-                updated = self._apply_update(tx, worker, finish.update)
-                if updated is not None:
-                    last_seq, progress = updated["last_seq"], updated["progress"]
+            last_seq, progress = updated.get(finish.job_id, (row["last_seq"], row["progress"]))
             accepted.append(True)
             s = settle(
                 finish.outcome,
@@ -297,7 +371,7 @@ class SQLiteBackend:
             events.append((num, seq, "status", tx.now, s.event))
             if s.result_apart is not None:
                 apart.append((num, s.content_type, s.result_apart))
-            tx.notes.add(job_key(finish.job_id))
+            tx.wrote(job_key(finish.job_id))
             if s.status is Status.PENDING:
                 tx.notes.add(WORK)
         tx.conn.executemany(Q["settle_job"], settled)
@@ -348,7 +422,7 @@ class SQLiteBackend:
                 return False
             tx.conn.execute(Q["delete_events"], (row["num"],))
             tx.conn.execute(Q["delete_result"], (row["num"],))
-            tx.notes.add(job_key(job_id))
+            tx.wrote(job_key(job_id))
             return True
 
         return await self.writer.run(op)
@@ -531,6 +605,9 @@ class SQLiteBackend:
 
     def watch_job(self, job_id: str | None) -> Watch:
         return self.notifier.watch(ANY_JOB if job_id is None else job_key(job_id))
+
+    def subscribe_job(self, job_id: str) -> Subscription:
+        return self.notifier.subscription(job_key(job_id))
 
     def watch_cancel(self, worker: str) -> Watch:
         return self.notifier.watch(cancel_key(worker))

@@ -36,11 +36,22 @@ _NOW = "SELECT (julianday('now') - 2440587.5) * 86400.0"
 
 @dataclass(slots=True)
 class Tx:
-    """What a write op sees: the connection, the store's clock, and keys to notify on commit."""
+    """What a write op sees: the connection, the store's clock, keys to notify on commit, and
+    what the op wrote that followers in this process may take as it is (``published``: events
+    by key, handed to the notifier with the keys once committed)."""
 
     conn: sqlite3.Connection
     now: float
     notes: set[str] = field(default_factory=set)
+    published: dict[str, list[Any]] = field(default_factory=dict)
+
+    def wrote(self, key: str) -> None:
+        """Note ``key`` for events that are not handed over: its followers will read."""
+        self.notes.add(key)
+        self.published.pop(key, None)
+
+
+OnCommit = Callable[[set[str], dict[str, list[Any]]], None]
 
 
 @dataclass(slots=True)
@@ -81,7 +92,7 @@ class Writer:
         *,
         synchronous: str,
         lock_timeout: float,
-        on_commit: Callable[[set[str]], None],
+        on_commit: OnCommit,
         on_foreign_commit: Callable[[], None],
         poll_interval: float,
     ) -> None:
@@ -148,7 +159,7 @@ class Writer:
                 return
             if item is not None:
                 item.error = error
-                self._settle([item], set())
+                self._settle([item], set(), {})
 
     def _serve_queue(self) -> None:
         while True:
@@ -207,6 +218,7 @@ class Writer:
         """Run and commit ``batch``; False, with nothing done, when ``inline`` and the file's
         write lock is taken (the caller then queues it for the thread)."""
         notes: set[str] = set()
+        published: dict[str, list[Any]] = {}
         try:
             if inline:
                 if not self._try_begin():
@@ -214,23 +226,26 @@ class Writer:
             else:
                 self._begin()
             tx = Tx(self._conn, self._conn.execute(_NOW).fetchone()[0])
+            read: set[str] = set()  # keys with events not handed over: followers read them
             for item in batch:
                 if self._apply(tx, item):
-                    notes |= tx.notes
+                    _gather(tx, notes, published, read)
+            for key in read:
+                published.pop(key, None)
             self._conn.execute("COMMIT")
             self._commits += 1
         except sqlite3.Error as exc:
             if self._conn.in_transaction:
                 with contextlib.suppress(sqlite3.Error):
                     self._conn.execute("ROLLBACK")
-            notes = set()
+            notes, published = set(), {}
             error = unavailable(exc)
             for item in batch:
                 item.error, item.result = error, None
         if inline:
-            _resolve(batch, notes, self._on_commit)
+            _resolve(batch, notes, published, self._on_commit)
         else:
-            self._settle(batch, notes)
+            self._settle(batch, notes, published)
         return True
 
     def _try_begin(self) -> bool:
@@ -259,7 +274,7 @@ class Writer:
     def _apply(tx: Tx, item: _Item[Any]) -> bool:
         """Run one op in its own savepoint; True when it succeeded."""
         tx.conn.execute("SAVEPOINT op")
-        tx.notes = set()
+        tx.notes, tx.published = set(), {}
         try:
             item.result = item.op(tx)
         except sqlite3.OperationalError as exc:
@@ -275,18 +290,35 @@ class Writer:
         tx.conn.execute("RELEASE op")
         return item.error is None
 
-    def _settle(self, batch: list[_Item[Any]], notes: set[str]) -> None:
+    def _settle(
+        self, batch: list[_Item[Any]], notes: set[str], published: dict[str, list[Any]]
+    ) -> None:
         by_loop: dict[asyncio.AbstractEventLoop, list[_Item[Any]]] = {}
         for item in batch:
             by_loop.setdefault(item.loop, []).append(item)
         for loop, items in by_loop.items():
             # A closed loop raises RuntimeError: nobody is waiting any more.
             with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_resolve, items, notes, self._on_commit)
+                loop.call_soon_threadsafe(_resolve, items, notes, published, self._on_commit)
+
+
+def _gather(tx: Tx, notes: set[str], published: dict[str, list[Any]], read: set[str]) -> None:
+    """Add what one op noted and handed over to the batch's; a key the op noted without
+    handing its events over goes to ``read``."""
+    notes |= tx.notes
+    for key in tx.notes:
+        events = tx.published.get(key)
+        if events is None:
+            read.add(key)
+        else:
+            published.setdefault(key, []).extend(events)
 
 
 def _resolve(
-    items: list[_Item[Any]], notes: set[str], on_commit: Callable[[set[str]], None]
+    items: list[_Item[Any]],
+    notes: set[str],
+    published: dict[str, list[Any]],
+    on_commit: OnCommit,
 ) -> None:
     for item in items:
         if item.future.done():
@@ -296,7 +328,7 @@ def _resolve(
         else:
             item.future.set_result(item.result)
     if notes:
-        on_commit(notes)
+        on_commit(notes, published)
 
 
 class Readers:

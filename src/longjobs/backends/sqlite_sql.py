@@ -79,7 +79,7 @@ def job_rows(conn: sqlite3.Connection, sql: str, params: Any) -> list[tuple[Any,
 def insert_status(tx: Tx, job: tuple[int, str], seq: int, data: dict[str, Any]) -> None:
     """Append a status event to job ``(num, id)``."""
     tx.conn.execute(Q["insert_event"], (job[0], seq, "status", tx.now, dumps(data)))
-    tx.notes.add(job_key(job[1]))
+    tx.wrote(job_key(job[1]))
 
 
 def create_schema(path: str, synchronous: str, lock_timeout: float) -> None:

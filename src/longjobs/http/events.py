@@ -11,15 +11,16 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
 from starlette.responses import Response, StreamingResponse
-from starlette.types import Message, Send
+from starlette.types import Send
 
 from longjobs.app import App
 from longjobs.errors import JobNotFound, StorageError
+from longjobs.follow import follow_events
 from longjobs.http.auth import caller_of
 from longjobs.http.dependencies import StateDep, TenantDep
 from longjobs.http.problems import AUTHENTICATED, documented
@@ -98,19 +99,13 @@ def stream_response(
     """The SSE response sending ``frames``: it takes one of the caller's stream slots (429 when
     none is left) and holds it until the stream ends, however it ends."""
     caller = caller_of(request)
-    if state.streams is not None:
-        state.streams.check(caller)
     streams = state.streams
-
-    async def held() -> AsyncIterator[bytes]:
-        with streams.hold(caller) if streams is not None else contextlib.nullcontext():
-            async with contextlib.aclosing(frames):
-                async for frame in frames:
-                    yield frame
-
+    if streams is not None:
+        streams.check(caller)
     return EventStreamResponse(
-        held(),
+        frames,
         send_timeout=state.settings.stream_send_timeout,
+        slot=streams.hold(caller) if streams is not None else contextlib.nullcontext(),
         media_type="text/event-stream",
         headers=STREAM_HEADERS,
     )
@@ -120,30 +115,77 @@ class EventStreamResponse(StreamingResponse):
     """A stream that drops a client which stops reading: when one frame cannot be handed to the
     connection within ``send_timeout`` seconds (its buffers are full), the stream ends, the
     connection is closed and the slot is freed. Memory per connection stays bounded by those
-    buffers and one page of events; the job is not affected."""
+    buffers and one page of events; the job is not affected.
 
-    def __init__(self, content: AsyncIterator[bytes], *, send_timeout: float, **kwargs: Any):
+    One timer per stream checks the send in progress now and then, rather than a timeout armed
+    and disarmed around every frame."""
+
+    def __init__(
+        self,
+        content: AsyncGenerator[bytes, None],
+        *,
+        send_timeout: float,
+        slot: contextlib.AbstractContextManager[None],
+        **kwargs: Any,
+    ):
         super().__init__(content, **kwargs)
+        self.frames = content
         self.send_timeout = send_timeout
+        self.slot = slot
 
     async def stream_response(self, send: Send) -> None:
-        async def bounded_send(message: Message) -> None:
-            # asyncio.timeout, not wait_for: wait_for wraps every send in a task of its own.
-            try:
-                async with asyncio.timeout(self.send_timeout):
-                    await send(message)
-            except TimeoutError:
-                raise _SlowClient from None
-
+        loop = asyncio.get_running_loop()
+        watchdog: _Watchdog | None = None
         try:
-            await super().stream_response(bounded_send)
-        except _SlowClient:
+            with self.slot:
+                async with contextlib.aclosing(self.frames), asyncio.timeout(None) as deadline:
+                    watchdog = _Watchdog(loop, deadline, self.send_timeout)
+                    try:
+                        await self._send_all(send, watchdog)
+                    finally:
+                        watchdog.stop()
+        except TimeoutError:
+            if watchdog is None or not watchdog.fired:
+                raise
             logger.warning("dropped an event stream client that read nothing for %ss",
                            self.send_timeout)  # fmt: skip
 
+    async def _send_all(self, send: Send, watchdog: _Watchdog) -> None:
+        clock = watchdog.loop.time
+        watchdog.since = clock()
+        await send({"type": "http.response.start", "status": self.status_code,
+                    "headers": self.raw_headers})  # fmt: skip
+        watchdog.since = None
+        async for frame in self.frames:
+            watchdog.since = clock()
+            await send({"type": "http.response.body", "body": frame, "more_body": True})
+            watchdog.since = None
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
-class _SlowClient(Exception):
-    """A frame could not be sent in time."""
+
+class _Watchdog:
+    """Expires ``deadline`` (cancelling the stream's send) once a send has been in progress for
+    ``timeout`` seconds; checks every ``timeout`` seconds at most."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, deadline: asyncio.Timeout, timeout: float):
+        self.loop = loop
+        self.since: float | None = None  # when the send in progress began
+        self.fired = False
+        self._deadline = deadline
+        self._timeout = timeout
+        self._timer = loop.call_later(timeout, self._check)
+
+    def _check(self) -> None:
+        now = self.loop.time()
+        since = self.since
+        if since is not None and now - since >= self._timeout:
+            self.fired = True
+            self._deadline.reschedule(now)
+            return
+        self._timer = self.loop.call_at((since or now) + self._timeout, self._check)
+
+    def stop(self) -> None:
+        self._timer.cancel()
 
 
 def _wants_json(accept: str) -> bool:
@@ -182,50 +224,22 @@ async def sse_stream(
 ) -> AsyncGenerator[bytes, None]:
     """The SSE body: ``retry:``, the frames of the events after ``after`` followed live until the
     terminal status event, and ``: keepalive`` whenever ``keepalive`` seconds pass in silence.
+    Events that come together are sent together, in one chunk.
 
     Ends quietly if the job is deleted, the store fails mid-stream or ``closing`` is set (the
     server is shutting down); the client reconnects with ``Last-Event-ID`` and loses nothing.
     """
     yield f"retry: {RETRY_MILLISECONDS}\n\n".encode()
-    events = app.events(job_id, after=after, tenant=tenant, follow=True)
-    pending: asyncio.Task[Event | None] | None = None
-    closed = asyncio.create_task((closing or asyncio.Event()).wait())
+    backend = await app.open()
+    batches = follow_events(backend, tenant, job_id, after=after, idle=keepalive, closing=closing)
     try:
-        while True:
-            if pending is None:
-                pending = asyncio.create_task(_next_event(events))
-            done, _ = await asyncio.wait(
-                {pending, closed}, timeout=keepalive, return_when=asyncio.FIRST_COMPLETED
-            )
-            if closed in done:
-                return
-            if not done:
-                yield b": keepalive\n\n"
-                continue
-            event, pending = pending.result(), None
-            if event is None:
-                return
-            yield sse_frame(event)
+        async with contextlib.aclosing(batches):
+            async for batch in batches:
+                if not batch:
+                    yield b": keepalive\n\n"
+                elif len(batch) == 1:
+                    yield sse_frame(batch[0])
+                else:
+                    yield b"".join(map(sse_frame, batch))
     except (JobNotFound, StorageError) as exc:
         logger.warning("event stream of %s ended early: %s", job_id, exc.__class__.__name__)
-    finally:
-        closed.cancel()
-        await _stop_reading(events, pending)
-
-
-async def _next_event(events: AsyncIterator[Event]) -> Event | None:
-    try:
-        return await anext(events)
-    except StopAsyncIteration:
-        return None
-
-
-async def _stop_reading(events: AsyncIterator[Event], pending: asyncio.Task[object] | None) -> None:
-    # A read in flight runs inside the generator: cancelling it finishes the generator as well.
-    # Otherwise the generator waits at a yield and closes at once, without a cancellation point.
-    if pending is not None:
-        pending.cancel()
-        return
-    aclose = getattr(events, "aclose", None)
-    if aclose is not None:
-        await aclose()

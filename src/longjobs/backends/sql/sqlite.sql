@@ -97,6 +97,22 @@ LIMIT :limit
 -- name: change_head
 SELECT max(coalesce(max(change), 0), (SELECT value FROM feed_floor)) FROM jobs
 
+-- What another process may have changed: the feed floor moves when a job is deleted.
+-- name: change_marks
+SELECT (SELECT value FROM feed_floor), (SELECT coalesce(max(change), 0) FROM jobs)
+
+-- name: changed_since
+SELECT id, last_seq, status FROM jobs WHERE change > ? AND change <= ? ORDER BY change LIMIT ?
+
+-- The events of several jobs in one read: [[job id, after, up to], ...].
+-- name: events_between
+SELECT json_extract(w.value, '$[0]') AS id, e.seq, e.type, e.at, e.data
+FROM json_each(?) AS w
+JOIN jobs AS j ON j.id = json_extract(w.value, '$[0]')
+JOIN events AS e ON e.job_num = j.num
+     AND e.seq > json_extract(w.value, '$[1]') AND e.seq <= json_extract(w.value, '$[2]')
+ORDER BY w.key, e.seq
+
 -- name: raise_feed_floor
 UPDATE feed_floor SET value = max(value, (SELECT coalesce(max(change), 0) FROM jobs))
 
@@ -152,20 +168,37 @@ RETURNING id, cancel_requested
 -- name: cancel_requested_for
 SELECT id FROM jobs WHERE lease_owner = ? AND status = 'running' AND cancel_requested = 1
 
--- name: report_progress
+-- Many fenced updates in one statement: the rows of temp.job_updates (created by the writer).
+-- "+" keeps the planner from scanning the worker's leases: each update finds its job by id.
+-- name: create_job_updates
+CREATE TEMP TABLE IF NOT EXISTS job_updates (
+    id TEXT NOT NULL, attempt INTEGER NOT NULL, n INTEGER NOT NULL, progress REAL, stage TEXT,
+    message TEXT, eta_seconds REAL, input_tokens INTEGER, output_tokens INTEGER,
+    has_checkpoint INTEGER NOT NULL, checkpoint TEXT
+)
+
+-- name: clear_job_updates
+DELETE FROM temp.job_updates
+
+-- name: insert_job_update
+INSERT INTO temp.job_updates VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+
+-- name: report_progress_batch
 UPDATE jobs
-SET last_seq = last_seq + :n,
-    progress = coalesce(:progress, progress),
-    stage = CASE WHEN :progress IS NULL THEN stage ELSE :stage END,
-    message = CASE WHEN :progress IS NULL THEN message ELSE :message END,
-    eta_seconds = CASE WHEN :progress IS NULL THEN eta_seconds ELSE :eta_seconds END,
-    input_tokens = coalesce(:input_tokens, input_tokens),
-    output_tokens = coalesce(:output_tokens, output_tokens),
-    checkpoint = CASE WHEN :has_checkpoint THEN :checkpoint ELSE checkpoint END,
+SET last_seq = jobs.last_seq + u.n,
+    progress = coalesce(u.progress, jobs.progress),
+    stage = CASE WHEN u.progress IS NULL THEN jobs.stage ELSE u.stage END,
+    message = CASE WHEN u.progress IS NULL THEN jobs.message ELSE u.message END,
+    eta_seconds = CASE WHEN u.progress IS NULL THEN jobs.eta_seconds ELSE u.eta_seconds END,
+    input_tokens = coalesce(u.input_tokens, jobs.input_tokens),
+    output_tokens = coalesce(u.output_tokens, jobs.output_tokens),
+    checkpoint = CASE WHEN u.has_checkpoint THEN u.checkpoint ELSE jobs.checkpoint END,
     updated_at = :now,
     change = (SELECT max(coalesce(max(change), 0), (SELECT value FROM feed_floor)) + 1 FROM jobs)
-WHERE id = :id AND attempt = :attempt AND lease_owner = :worker AND status = 'running'
-RETURNING num, last_seq, progress
+FROM temp.job_updates AS u
+WHERE jobs.id = u.id AND jobs.attempt = u.attempt AND +jobs.lease_owner = :worker
+      AND +jobs.status = 'running'
+RETURNING jobs.id, jobs.num, jobs.last_seq, jobs.progress
 
 -- name: held_for_finish
 SELECT num, id, attempt, last_seq, cancel_requested, progress, run_at, result_ttl_seconds
