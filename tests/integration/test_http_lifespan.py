@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi import FastAPI
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from longjobs import App
 from longjobs.http import LifespanHook, create_api
@@ -153,3 +154,28 @@ async def test_mounted_under_a_prefix_links_carry_the_prefix(tmp_path: Path) -> 
     assert fetched.status_code == 200
     assert fetched.json()["links"]["events"] == f"/jobs-api/v1/jobs/{job_id}/events"
     problem(missing, 404, "not-found")
+
+
+async def test_middleware_added_by_the_user_sees_submissions_too(tmp_path: Path) -> None:
+    api = create_api(sqlite_app(tmp_path))
+    seen: list[str] = []
+
+    class Recorder:
+        def __init__(self, app: ASGIApp) -> None:
+            self.app = app
+
+        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] == "http":
+                seen.append(f"{scope['method']} {scope['path']}")
+            await self.app(scope, receive, send)
+
+    api.add_middleware(Recorder)
+    transport = httpx.ASGITransport(app=api)
+    async with (
+        api.router.lifespan_context(api),
+        httpx.AsyncClient(transport=transport, base_url="http://testserver") as client,
+    ):
+        submitted = await client.post("/v1/jobs", json={"kind": "tick"})
+
+    assert submitted.status_code == 202
+    assert seen == ["POST /v1/jobs"]

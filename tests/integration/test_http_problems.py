@@ -237,6 +237,19 @@ async def test_an_unexpected_exception_is_a_500_problem_without_details(tmp_path
     assert set(body) == {"type", "title", "status", "detail"}
 
 
+async def test_an_unexpected_exception_in_a_submission_is_logged_for_the_operator(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with open_harness(tmp_path, raise_app_exceptions=False) as h:
+        response = await h.client.post(
+            "/v1/jobs", json={"kind": "explosive", "input": {"fuse": "lit"}}
+        )
+
+    problem(response, 500, "internal")
+    [record] = [r for r in caplog.records if r.name == "longjobs.http" and r.exc_info]
+    assert record.levelname == "ERROR"
+
+
 async def test_a_locked_store_answers_503_with_retry_after(h: Harness, tmp_path: Path) -> None:
     # The real SQLite backend with a short lock timeout; another connection holds the write lock.
     backend = SQLiteBackend(h.app.database_url, h.app.settings, lock_timeout=0.2)

@@ -25,7 +25,7 @@ from fastapi_offline import FastAPIOffline
 from starlette.routing import Route
 
 from longjobs.app import App
-from longjobs.http import openapi
+from longjobs.http import fastpath, openapi
 from longjobs.http.events import router as events_router
 from longjobs.http.feed import router as feed_router
 from longjobs.http.jobs import router as jobs_router
@@ -126,6 +126,7 @@ def create_api(
         ],
     )
     openapi.install(api, app)
+    fastpath.install(api)
     api.state.longjobs = state
     return api
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import AsyncGenerator
 from typing import Annotated, Any
 
+import pydantic_core
 from fastapi import APIRouter, Header, Query, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Send
@@ -209,8 +209,8 @@ async def stored_events(app: App, job_id: str, *, after: int, tenant: str) -> li
 
 def sse_frame(event: Event) -> bytes:
     """One SSE frame: ``id``, ``event`` and the event's wire JSON on one ``data`` line."""
-    data = json.dumps(event.to_wire(), separators=(",", ":"), ensure_ascii=False)
-    return f"id: {event.sequence_number}\nevent: {event.type}\ndata: {data}\n\n".encode()
+    data = pydantic_core.to_json(event.to_wire(), inf_nan_mode="null")
+    return b"id: %d\nevent: %s\ndata: %s\n\n" % (event.sequence_number, event.type.encode(), data)
 
 
 async def sse_stream(

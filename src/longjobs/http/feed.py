@@ -27,10 +27,11 @@ from longjobs.http.events import RETRY_MILLISECONDS, stream_response
 from longjobs.http.jobs import (
     KindFilter,
     StatusFilter,
-    job_resource,
+    job_wire,
     root_path_of,
     split_values,
     status_value,
+    wire_json,
 )
 from longjobs.http.problems import AUTHENTICATED, ProblemError, documented
 from longjobs.models import Status
@@ -106,9 +107,10 @@ class _Filter:
             self.kinds and job.kind not in self.kinds
         ):
             return None
-        resource = job_resource(job, root_path=self.root_path, inline_result_bytes=self.inline)
-        data = resource.model_dump_json(exclude={"input", "result"})
-        return f"id: {change.cursor}\nevent: job\ndata: {data}\n\n".encode()
+        resource = job_wire(job, root_path=self.root_path, inline_result_bytes=self.inline)
+        del resource["input"], resource["result"]
+        data = wire_json(resource)
+        return b"id: %s\nevent: job\ndata: %s\n\n" % (change.cursor.encode(), data)
 
 
 async def _feed(
