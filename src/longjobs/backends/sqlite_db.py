@@ -44,11 +44,13 @@ class Tx:
     now: float
     notes: set[str] = field(default_factory=set)
     published: dict[str, list[Any]] = field(default_factory=dict)
+    unhanded: set[str] = field(default_factory=set)  # over the whole batch, not one op
 
     def wrote(self, key: str) -> None:
-        """Note ``key`` for events that are not handed over: its followers will read."""
+        """Note ``key`` for events that are not handed over: its followers will read (whatever
+        else the batch hands over for it)."""
         self.notes.add(key)
-        self.published.pop(key, None)
+        self.unhanded.add(key)
 
 
 OnCommit = Callable[[set[str], dict[str, list[Any]]], None]
@@ -226,12 +228,7 @@ class Writer:
             else:
                 self._begin()
             tx = Tx(self._conn, self._conn.execute(_NOW).fetchone()[0])
-            read: set[str] = set()  # keys with events not handed over: followers read them
-            for item in batch:
-                if self._apply(tx, item):
-                    _gather(tx, notes, published, read)
-            for key in read:
-                published.pop(key, None)
+            notes, published = self._apply_all(tx, batch)
             self._conn.execute("COMMIT")
             self._commits += 1
         except sqlite3.Error as exc:
@@ -270,11 +267,27 @@ class Writer:
             time.sleep(pause)
             pause = min(pause * 2, 0.005)
 
+    @classmethod
+    def _apply_all(cls, tx: Tx, batch: list[_Item[Any]]) -> tuple[set[str], dict[str, list[Any]]]:
+        """Run every op of ``batch``: the keys they noted and the events they handed over."""
+        notes: set[str] = set()
+        published: dict[str, list[Any]] = {}
+        for item in batch:
+            if cls._apply(tx, item):
+                notes |= tx.notes
+                for key, events in tx.published.items():
+                    published.setdefault(key, []).extend(events)
+        for key in tx.unhanded.intersection(published) if published else ():
+            del published[key]  # some of its events were not handed over: read them all
+        return notes, published
+
     @staticmethod
     def _apply(tx: Tx, item: _Item[Any]) -> bool:
         """Run one op in its own savepoint; True when it succeeded."""
         tx.conn.execute("SAVEPOINT op")
-        tx.notes, tx.published = set(), {}
+        tx.notes = set()
+        if tx.published:
+            tx.published = {}
         try:
             item.result = item.op(tx)
         except sqlite3.OperationalError as exc:
@@ -300,18 +313,6 @@ class Writer:
             # A closed loop raises RuntimeError: nobody is waiting any more.
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_resolve, items, notes, published, self._on_commit)
-
-
-def _gather(tx: Tx, notes: set[str], published: dict[str, list[Any]], read: set[str]) -> None:
-    """Add what one op noted and handed over to the batch's; a key the op noted without
-    handing its events over goes to ``read``."""
-    notes |= tx.notes
-    for key in tx.notes:
-        events = tx.published.get(key)
-        if events is None:
-            read.add(key)
-        else:
-            published.setdefault(key, []).extend(events)
 
 
 def _resolve(
