@@ -1,4 +1,5 @@
-"""Backends by URL: ``sqlite:///path.db`` (default), ``memory://``; drivers import lazily."""
+"""Backends by URL: ``sqlite:///path.db`` (default), ``postgresql://...``, ``memory://``;
+drivers import lazily."""
 
 from __future__ import annotations
 
@@ -19,10 +20,15 @@ def open_backend(url: str, settings: Settings) -> Backend:
         from longjobs.backends.sqlite import SQLiteBackend
 
         return SQLiteBackend(url, settings)
+    if scheme in ("postgresql", "postgres"):
+        from longjobs.backends.postgres import PostgresBackend
+
+        return PostgresBackend(url, settings)
     if scheme == "memory":
         from longjobs.backends.memory import MemoryBackend
 
         return MemoryBackend(url, settings)
     raise ConfigurationError(
-        f"unsupported database URL {url!r}: use sqlite:///path/to/file.db or memory://"
+        f"unsupported database URL {url!r}: use sqlite:///path/to/file.db, "
+        "postgresql://user@host/dbname or memory://"
     )

@@ -1,0 +1,226 @@
+"""PostgreSQL plumbing: the pool, transactions with notifications, the listener, migrations.
+
+Every write runs in its own transaction on a pooled connection and names the keys it changed
+("work", "job:<id>", "cancel:<worker>"): one ``pg_notify`` statement sends them to every other
+process at commit, and this process's waiters are woken as soon as the commit returns. One
+dedicated connection LISTENs; when it is lost it reconnects with backoff, and since
+notifications sent meanwhile are gone, everyone is woken to look for themselves.
+
+Errors are mapped at this seam: a lost or refused connection is ``StorageUnavailable`` (the API
+answers 503 with ``Retry-After``), any other database error ``StorageError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import secrets
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, TypeAlias, TypeVar
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+from longjobs.backends.notify import Notifier
+from longjobs.backends.queries import load_queries
+from longjobs.backends.rows import JOB_COLUMNS, JOB_SELECT
+from longjobs.errors import SchemaVersionError, StorageError, StorageUnavailable
+
+log = logging.getLogger("longjobs.postgres")
+
+T = TypeVar("T")
+
+Q = {
+    name: sql.replace("$job_columns_of_jobs", ", ".join("jobs." + c for c in JOB_COLUMNS)).replace(
+        "$job_columns", JOB_SELECT
+    )
+    for name, sql in load_queries("postgres").items()
+}
+MIGRATIONS = sorted(
+    (int(name.removeprefix("migration_")), sql)
+    for name, sql in Q.items()
+    if name.startswith("migration_")
+)
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+CHANNEL = "longjobs"
+_MIGRATION_LOCK = 0x6C6F6E676A6F6273  # "longjobs": one migrating process at a time
+
+_UNAVAILABLE = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+)
+
+
+@contextlib.contextmanager
+def mapped_errors() -> Iterator[None]:
+    """Database exceptions as longjobs' storage errors."""
+    try:
+        yield
+    except _UNAVAILABLE as exc:
+        raise StorageUnavailable(f"PostgreSQL unavailable: {type(exc).__name__}") from exc
+    except asyncpg.PostgresError as exc:
+        raise StorageError(f"PostgreSQL error: {exc}") from exc
+
+
+Conn: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
+
+
+class Tx:
+    """What a write op sees: its connection (inside a transaction) and the keys to notify."""
+
+    __slots__ = ("conn", "notes")
+
+    def __init__(self, conn: Conn) -> None:
+        self.conn = conn
+        self.notes: set[str] = set()
+
+
+class Database:
+    """The pool and the listener of one backend instance."""
+
+    def __init__(self, dsn: str, notifier: Notifier, *, pool_size: int) -> None:
+        self.dsn = dsn
+        self.notifier = notifier
+        self.pool_size = pool_size
+        self.token = secrets.token_hex(4)  # marks this process's own notifications
+        self._pool: asyncpg.Pool | None = None
+        self._listener: asyncio.Task[None] | None = None
+
+    async def open(self) -> None:
+        with mapped_errors():
+            await migrate(self.dsn)
+            self._pool = await asyncpg.create_pool(
+                self.dsn, min_size=1, max_size=self.pool_size, command_timeout=60
+            )
+        ready = asyncio.get_running_loop().create_future()
+        self._listener = asyncio.create_task(self._listen(ready))
+        await ready
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+            self._listener = None
+        if self._pool is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._pool.close(), 10)
+            self._pool = None
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise StorageUnavailable("the PostgreSQL store is closed")
+        return self._pool
+
+    async def write(self, op: Callable[[Tx], Awaitable[T]]) -> T:
+        """Run ``op`` in a transaction; its notes are sent to other processes at commit and
+        wake this process's waiters once it has committed."""
+        with mapped_errors():
+            async with self.pool.acquire() as conn, conn.transaction():
+                tx = Tx(conn)
+                result = await op(tx)
+                if tx.notes:
+                    await conn.execute(Q["notify"], self.token, list(tx.notes))
+        if tx.notes:
+            self.notifier.fire(tx.notes)
+        return result
+
+    async def read(self, op: Callable[[Conn], Awaitable[T]]) -> T:
+        with mapped_errors():
+            async with self.pool.acquire() as conn:
+                return await op(conn)
+
+    async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        with mapped_errors():
+            rows: list[asyncpg.Record] = await self.pool.fetch(sql, *args)
+            return rows
+
+    async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
+        with mapped_errors():
+            row: asyncpg.Record | None = await self.pool.fetchrow(sql, *args)
+            return row
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        with mapped_errors():
+            return await self.pool.fetchval(sql, *args)
+
+    # -- the listener ----------------------------------------------------------------------
+    async def _listen(self, ready: asyncio.Future[None]) -> None:
+        pause = 0.1
+        while True:
+            try:
+                conn = await asyncpg.connect(self.dsn)
+            except Exception as exc:
+                if not ready.done():
+                    ready.set_exception(
+                        StorageUnavailable(f"PostgreSQL unavailable: {type(exc).__name__}")
+                    )
+                    return
+                log.warning("cannot listen for notifications (%s); retrying in %.1fs",
+                            type(exc).__name__, pause)  # fmt: skip
+                await asyncio.sleep(pause * random.uniform(0.5, 1.0))
+                pause = min(pause * 2, 5.0)
+                continue
+            lost = asyncio.Event()
+            try:
+                conn.add_termination_listener(_setter(lost))
+                await conn.add_listener(CHANNEL, self._on_notification)
+                if ready.done():
+                    self.notifier.fire_all()  # notifications may have been missed meanwhile
+                else:
+                    ready.set_result(None)
+                pause = 0.1
+                await lost.wait()
+                log.warning("lost the notification connection; reconnecting")
+            finally:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(conn.close(), 5)
+
+    def _on_notification(self, conn: object, pid: int, channel: str, payload: object) -> None:
+        token, _, key = str(payload).partition(" ")
+        if token == self.token or not key:
+            return  # ours: already fired when it committed
+        if key.startswith("job:"):
+            self.notifier.fire_foreign([key])
+        else:
+            self.notifier.fire([key])
+
+
+def _setter(event: asyncio.Event) -> Callable[[object], None]:
+    return lambda _: event.set()
+
+
+async def migrate(dsn: str) -> int:
+    """Bring the schema to ``SCHEMA_VERSION`` (one process at a time); the version now. A
+    database made by a newer longjobs is refused, never touched."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS longjobs_schema (version integer NOT NULL)"
+            )
+            version = await conn.fetchval("SELECT max(version) FROM longjobs_schema") or 0
+            if version > SCHEMA_VERSION:
+                raise SchemaVersionError(
+                    f"the database has longjobs schema version {version}; this longjobs knows "
+                    f"only {SCHEMA_VERSION}: upgrade longjobs"
+                )
+            for number, script in MIGRATIONS:
+                if number > version:
+                    await conn.execute(script)
+                    await conn.execute("INSERT INTO longjobs_schema VALUES ($1)", number)
+                    log.info("applied schema migration %d", number)
+                    version = number
+            return int(version)
+    finally:
+        await conn.close()

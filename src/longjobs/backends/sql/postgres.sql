@@ -1,0 +1,304 @@
+-- Named queries of the PostgreSQL backend. "-- name: x" starts a query; times are Unix seconds
+-- (double precision) on the database's clock: longjobs_now() is the transaction's start time.
+-- Event data, inputs and results are JSON text, kept as written (jsonb would reorder keys).
+
+-- name: migration_1
+CREATE SEQUENCE job_changes;
+CREATE FUNCTION longjobs_now() RETURNS double precision
+    LANGUAGE sql STABLE PARALLEL SAFE
+    AS 'SELECT extract(epoch FROM now())::double precision';
+CREATE TABLE jobs (
+    num bigserial PRIMARY KEY,
+    id text NOT NULL UNIQUE,
+    tenant text NOT NULL,
+    kind text NOT NULL,
+    status text NOT NULL,
+    priority integer NOT NULL DEFAULT 0,
+    input text NOT NULL,
+    metadata text NOT NULL DEFAULT '{}',
+    attempt integer NOT NULL DEFAULT 0,
+    max_attempts integer NOT NULL,
+    timeout_seconds double precision,
+    result_ttl_seconds double precision,
+    progress double precision NOT NULL DEFAULT 0,
+    stage text,
+    message text,
+    eta_seconds double precision,
+    error text,
+    cancel_requested boolean NOT NULL DEFAULT false,
+    input_tokens bigint NOT NULL DEFAULT 0,
+    output_tokens bigint NOT NULL DEFAULT 0,
+    checkpoint text,
+    idempotency_key text,
+    request_hash text,
+    result text,
+    result_size bigint,
+    lease_owner text,
+    lease_until double precision,
+    last_seq bigint NOT NULL DEFAULT 0,
+    created_at double precision NOT NULL,
+    run_at double precision NOT NULL,
+    started_at double precision,
+    finished_at double precision,
+    expires_at double precision,
+    updated_at double precision NOT NULL,
+    -- The last change: the id of the transaction that made it, then its place in the sequence.
+    -- Read only below the oldest transaction still running, (change_xid, change_seq) is an
+    -- order in which no later commit ever lands behind a reader's cursor.
+    change_xid xid8 NOT NULL DEFAULT pg_current_xact_id(),
+    change_seq bigint NOT NULL DEFAULT nextval('job_changes')
+);
+CREATE INDEX jobs_due ON jobs (priority DESC, run_at, num) WHERE status = 'pending';
+CREATE INDEX jobs_leased ON jobs (lease_owner) WHERE status = 'running';
+CREATE INDEX jobs_lease_expiry ON jobs (lease_until) WHERE status = 'running';
+CREATE INDEX jobs_listing ON jobs (tenant, num DESC);
+CREATE UNIQUE INDEX jobs_idempotency ON jobs (tenant, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+CREATE INDEX jobs_changes ON jobs (tenant, change_xid, change_seq);
+CREATE INDEX jobs_result_expiry ON jobs (expires_at) WHERE result_size IS NOT NULL;
+CREATE TABLE events (
+    job_num bigint NOT NULL,
+    seq bigint NOT NULL,
+    type text NOT NULL,
+    at double precision NOT NULL,
+    data text NOT NULL,
+    PRIMARY KEY (job_num, seq)
+);
+CREATE TABLE results (
+    job_num bigint PRIMARY KEY,
+    content_type text NOT NULL,
+    body bytea NOT NULL
+);
+CREATE TABLE api_keys (
+    id text PRIMARY KEY,
+    tenant text NOT NULL,
+    name text,
+    key_hash text NOT NULL UNIQUE,
+    created_at double precision NOT NULL,
+    revoked_at double precision
+);
+
+-- name: now
+SELECT longjobs_now()
+
+-- name: insert_job
+INSERT INTO jobs (id, tenant, kind, status, priority, input, metadata, max_attempts,
+                  timeout_seconds, result_ttl_seconds, idempotency_key, request_hash,
+                  created_at, run_at, updated_at)
+VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, $9, $10, $11,
+        longjobs_now(), longjobs_now() + $12, longjobs_now())
+ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+RETURNING num, created_at
+
+-- name: find_idempotent
+SELECT $job_columns, request_hash FROM jobs WHERE tenant = $1 AND idempotency_key = $2
+
+-- name: insert_event
+INSERT INTO events (job_num, seq, type, at, data) VALUES ($1, $2, $3, longjobs_now(), $4)
+
+-- name: insert_events
+INSERT INTO events (job_num, seq, type, at, data)
+SELECT n, s, t, longjobs_now(), d FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[])
+    AS e(n, s, t, d)
+
+-- name: claim_jobs
+WITH picked AS (
+    SELECT num FROM jobs
+    WHERE status = 'pending' AND run_at <= longjobs_now() AND kind = ANY($2::text[])
+    ORDER BY priority DESC, run_at, num
+    LIMIT $3
+    FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE jobs SET status = 'running', attempt = attempt + 1, lease_owner = $1,
+        lease_until = longjobs_now() + $4, started_at = longjobs_now(),
+        last_seq = last_seq + 1, updated_at = longjobs_now(),
+        change_xid = pg_current_xact_id(), change_seq = nextval('job_changes')
+    FROM picked WHERE jobs.num = picked.num
+    RETURNING $job_columns_of_jobs
+), running AS (
+    INSERT INTO events (job_num, seq, type, at, data)
+    SELECT num, last_seq, 'status', longjobs_now(),
+           '{"status":"running","attempt":' || attempt || '}'
+    FROM claimed
+)
+SELECT * FROM claimed ORDER BY priority DESC, run_at, num
+
+-- name: extend_leases
+UPDATE jobs SET lease_until = longjobs_now() + $2
+WHERE lease_owner = $1 AND status = 'running' AND id = ANY($3::text[])
+RETURNING id, cancel_requested
+
+-- name: cancel_requested_for
+SELECT id FROM jobs WHERE lease_owner = $1 AND status = 'running' AND cancel_requested
+
+-- Many fenced updates in one statement; at most one per job (the caller makes rounds).
+-- name: report_progress
+UPDATE jobs
+SET last_seq = jobs.last_seq + u.n,
+    progress = coalesce(u.progress, jobs.progress),
+    stage = CASE WHEN u.progress IS NULL THEN jobs.stage ELSE u.stage END,
+    message = CASE WHEN u.progress IS NULL THEN jobs.message ELSE u.message END,
+    eta_seconds = CASE WHEN u.progress IS NULL THEN jobs.eta_seconds ELSE u.eta_seconds END,
+    input_tokens = coalesce(u.input_tokens, jobs.input_tokens),
+    output_tokens = coalesce(u.output_tokens, jobs.output_tokens),
+    checkpoint = CASE WHEN u.has_checkpoint THEN u.checkpoint ELSE jobs.checkpoint END,
+    updated_at = longjobs_now(),
+    change_xid = pg_current_xact_id(), change_seq = nextval('job_changes')
+FROM unnest($2::text[], $3::int[], $4::int[], $5::float8[], $6::text[], $7::text[],
+            $8::float8[], $9::bigint[], $10::bigint[], $11::bool[], $12::text[])
+    AS u(id, attempt, n, progress, stage, message, eta_seconds, input_tokens, output_tokens,
+         has_checkpoint, checkpoint)
+WHERE jobs.id = u.id AND jobs.attempt = u.attempt AND jobs.lease_owner = $1
+      AND jobs.status = 'running'
+RETURNING jobs.id, jobs.num, jobs.last_seq, jobs.progress
+
+-- name: held_for_finish
+SELECT num, id, attempt, last_seq, cancel_requested, progress, run_at, result_ttl_seconds
+FROM jobs
+WHERE lease_owner = $1 AND status = 'running' AND id = ANY($2::text[])
+FOR UPDATE
+
+-- name: settle_job
+UPDATE jobs
+SET status = $1, error = $2, progress = $3, eta_seconds = $4, result = $5, result_size = $6,
+    expires_at = $7, finished_at = $8, run_at = $9, lease_owner = NULL, lease_until = NULL,
+    last_seq = $10, updated_at = longjobs_now(),
+    change_xid = pg_current_xact_id(), change_seq = nextval('job_changes')
+WHERE num = $11
+
+-- name: insert_result
+INSERT INTO results (job_num, content_type, body) VALUES ($1, $2, $3)
+ON CONFLICT (job_num) DO UPDATE SET content_type = excluded.content_type, body = excluded.body
+
+-- A released or reclaimed job keeps its run_at: it goes back to its place in the queue.
+-- name: release_job
+UPDATE jobs
+SET status = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'pending' END,
+    finished_at = CASE WHEN cancel_requested THEN longjobs_now() END,
+    attempt = attempt - 1, lease_owner = NULL,
+    lease_until = NULL, last_seq = last_seq + 1, updated_at = longjobs_now(),
+    change_xid = pg_current_xact_id(), change_seq = nextval('job_changes')
+WHERE id = $1 AND lease_owner = $2 AND status = 'running'
+RETURNING num, last_seq, attempt, status
+
+-- name: cancel_pending
+UPDATE jobs
+SET status = 'cancelled', cancel_requested = true, finished_at = longjobs_now(),
+    last_seq = last_seq + 1, updated_at = longjobs_now(),
+    change_xid = pg_current_xact_id(), change_seq = nextval('job_changes')
+WHERE id = $1 AND tenant = $2 AND status = 'pending'
+RETURNING num, last_seq, attempt
+
+-- name: cancel_running
+UPDATE jobs SET cancel_requested = true, last_seq = last_seq + 1, updated_at = longjobs_now(),
+    change_xid = pg_current_xact_id(), change_seq = nextval('job_changes')
+WHERE id = $1 AND tenant = $2 AND status = 'running' AND NOT cancel_requested
+RETURNING num, last_seq, attempt, lease_owner
+
+-- name: expired_leases
+SELECT num, id, attempt, max_attempts, cancel_requested, lease_owner FROM jobs
+WHERE status = 'running' AND lease_until < longjobs_now()
+LIMIT 1000
+FOR UPDATE SKIP LOCKED
+
+-- name: end_expired_lease
+UPDATE jobs
+SET status = $1, error = $2, finished_at = $3, eta_seconds = NULL,
+    lease_owner = NULL, lease_until = NULL, last_seq = last_seq + 1, updated_at = longjobs_now(),
+    change_xid = pg_current_xact_id(), change_seq = nextval('job_changes')
+WHERE id = $4 AND attempt = $5 AND status = 'running' AND lease_until < longjobs_now()
+RETURNING num, last_seq
+
+-- name: expire_results
+WITH gone AS (
+    UPDATE jobs SET result = NULL, result_size = NULL
+    WHERE num IN (SELECT num FROM jobs
+                  WHERE result_size IS NOT NULL AND expires_at <= longjobs_now()
+                  LIMIT 1000 FOR UPDATE SKIP LOCKED)
+    RETURNING num
+), removed AS (
+    DELETE FROM results WHERE job_num IN (SELECT num FROM gone)
+)
+SELECT count(*) FROM gone
+
+-- name: delete_job
+WITH job AS (
+    DELETE FROM jobs WHERE id = $1 AND tenant = $2 RETURNING num
+), gone_events AS (
+    DELETE FROM events WHERE job_num IN (SELECT num FROM job)
+), gone_result AS (
+    DELETE FROM results WHERE job_num IN (SELECT num FROM job)
+)
+SELECT num FROM job
+
+-- name: get_job
+SELECT $job_columns FROM jobs WHERE id = $1 AND tenant = $2
+
+-- name: get_result
+SELECT coalesce(convert_to(jobs.result, 'UTF8'), results.body) AS body,
+       coalesce(results.content_type, 'application/json') AS content_type
+FROM jobs LEFT JOIN results ON results.job_num = jobs.num
+WHERE jobs.id = $1 AND jobs.tenant = $2 AND jobs.status = 'completed'
+      AND jobs.result_size IS NOT NULL
+      AND (jobs.expires_at IS NULL OR jobs.expires_at > longjobs_now())
+
+-- name: locate_result
+SELECT jobs.result AS inline, results.job_num AS num, results.content_type AS content_type,
+       jobs.result_size AS size
+FROM jobs LEFT JOIN results ON results.job_num = jobs.num
+WHERE jobs.id = $1 AND jobs.tenant = $2 AND jobs.status = 'completed'
+      AND jobs.result_size IS NOT NULL
+      AND (jobs.expires_at IS NULL OR jobs.expires_at > longjobs_now())
+
+-- name: result_chunk
+SELECT substring(body FROM $2 FOR $3) FROM results WHERE job_num = $1
+
+-- name: list_events
+SELECT events.seq, events.type, events.at, events.data
+FROM jobs JOIN events ON events.job_num = jobs.num
+WHERE jobs.id = $1 AND jobs.tenant = $2 AND events.seq > $3
+ORDER BY events.seq LIMIT $4
+
+-- name: job_exists
+SELECT 1 FROM jobs WHERE id = $1 AND tenant = $2
+
+-- Only below the oldest running transaction: nothing can commit there later.
+-- name: changed_jobs
+SELECT $job_columns, change_xid::text::bigint, change_seq FROM jobs
+WHERE tenant = $1 AND (change_xid, change_seq) > ($2::text::xid8, $3)
+      AND change_xid < pg_snapshot_xmin(pg_current_snapshot())
+ORDER BY change_xid, change_seq
+LIMIT $4
+
+-- name: change_horizon
+SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint
+
+-- name: job_counts
+SELECT status, kind, count(*) AS n FROM jobs GROUP BY status, kind
+
+-- name: count_pending
+SELECT count(*) FROM (SELECT 1 FROM jobs WHERE status = 'pending' AND tenant = $1 LIMIT $2) AS p
+
+-- name: has_due_work
+SELECT EXISTS (
+    SELECT 1 FROM jobs
+    WHERE status = 'pending' AND run_at <= longjobs_now() AND kind = ANY($1::text[])
+)
+
+-- name: insert_api_key
+INSERT INTO api_keys (id, tenant, name, key_hash, created_at) VALUES ($1, $2, $3, $4, $5)
+
+-- name: revoke_api_key
+UPDATE api_keys SET revoked_at = longjobs_now() WHERE id = $1 AND revoked_at IS NULL
+
+-- name: list_api_keys
+SELECT id, tenant, name, created_at, revoked_at FROM api_keys ORDER BY created_at, id
+
+-- name: authenticate
+SELECT tenant FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL
+
+-- name: has_api_keys
+SELECT EXISTS (SELECT 1 FROM api_keys)
+
+-- name: notify
+SELECT pg_notify('longjobs', $1 || ' ' || key) FROM unnest($2::text[]) AS key
