@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -16,23 +17,50 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from bench import http_scenarios, scenarios
-from bench.harness import ROOT, Measurement
+from bench import http_scenarios, pg_scenarios, scenarios
+from bench.harness import ROOT, Measurement, sqlite_url
 from bench.raw_sqlite import raw_limit
+from tests.pg_server import PostgresServer
 
+PG = "PostgreSQL: "
 RESULTS = ROOT / "bench" / "results"
 
 
-def _plan(tmp: Path, quick: bool) -> list[tuple[str, Callable[[], list[Measurement]]]]:
+def _plan(
+    tmp: Path, quick: bool, pg: Callable[[], PostgresServer]
+) -> list[tuple[str, Callable[[], list[Measurement]]]]:
     drain_jobs = 2_000 if quick else 10_000
     many = 2_000 if quick else 10_000
+
+    def lite(name: str) -> str:
+        return sqlite_url(tmp, name)
+
+    def pgdb() -> str:  # a fresh, migrated database on the run's PostgreSQL server
+        return pg_scenarios.fresh_database(pg())
+
     streams, stream_seconds = (200, 10.0) if quick else (2_000, 25.0)
     return [
         ("raw", lambda: raw_limit(tmp)),
-        ("drain-1", lambda: [scenarios.drain(tmp, jobs=drain_jobs, processes=1, concurrency=256)]),
-        ("drain-2", lambda: [scenarios.drain(tmp, jobs=drain_jobs, processes=2, concurrency=256)]),
-        ("io-1000", lambda: scenarios.io_bound(tmp, jobs=1_000, processes=2, concurrency=500)),
-        ("io-many", lambda: scenarios.io_bound(tmp, jobs=many, processes=1, concurrency=many)),
+        (
+            "drain-1",
+            lambda: [
+                scenarios.drain(lite("drain-1"), jobs=drain_jobs, processes=1, concurrency=256)
+            ],
+        ),
+        (
+            "drain-2",
+            lambda: [
+                scenarios.drain(lite("drain-2"), jobs=drain_jobs, processes=2, concurrency=256)
+            ],
+        ),
+        (
+            "io-1000",
+            lambda: scenarios.io_bound(lite("io-1000"), jobs=1_000, processes=2, concurrency=500),
+        ),
+        (
+            "io-many",
+            lambda: scenarios.io_bound(lite("io-many"), jobs=many, processes=1, concurrency=many),
+        ),
         ("latency", lambda: scenarios.latency(tmp, jobs=300)),
         ("latency-app", lambda: [scenarios.latency_in_process(tmp, jobs=300)]),
         ("submit", lambda: scenarios.submit(tmp, jobs=10_000)),
@@ -59,6 +87,27 @@ def _plan(tmp: Path, quick: bool) -> list[tuple[str, Callable[[], list[Measureme
                 tmp, count=100 if quick else 1_000, seconds=3.0 if quick else 10.0
             ),
         ),
+        ("pg-raw", lambda: pg_scenarios.raw_limit(pg())),
+        (
+            "pg-drain-1",
+            lambda: [
+                scenarios.drain(pgdb(), jobs=drain_jobs, processes=1, concurrency=256, store=PG)
+            ],
+        ),
+        (
+            "pg-drain-2",
+            lambda: [
+                scenarios.drain(pgdb(), jobs=drain_jobs, processes=2, concurrency=256, store=PG)
+            ],
+        ),
+        (
+            "pg-io-1000",
+            lambda: scenarios.io_bound(pgdb(), jobs=1_000, processes=2, concurrency=500, store=PG),
+        ),
+        (
+            "pg-latency",
+            lambda: [pg_scenarios.cross_server_latency(pg(), jobs=50 if quick else 300)],
+        ),
     ]
 
 
@@ -70,7 +119,7 @@ def _settle() -> None:
 
 
 def _table(results: list[Measurement]) -> Table:
-    table = Table(title="longjobs benchmarks (SQLite, this machine)")
+    table = Table(title="longjobs benchmarks (SQLite unless named, this machine)")
     for column in ("scenario", "metric", "value", "target", "met"):
         table.add_column(column)
     for m in results:
@@ -92,8 +141,18 @@ def main() -> None:
     options = parser.parse_args()
     console = Console(width=150)
     results: list[Measurement] = []
-    with tempfile.TemporaryDirectory(prefix="longjobs-bench-") as directory:
-        for name, run in _plan(Path(directory), options.quick):
+    with (
+        tempfile.TemporaryDirectory(prefix="longjobs-bench-") as directory,
+        contextlib.ExitStack() as stack,
+    ):
+        servers: list[PostgresServer] = []
+
+        def pg() -> PostgresServer:  # the PostgreSQL server, started for the first scenario
+            if not servers:
+                servers.append(stack.enter_context(pg_scenarios.postgres()))
+            return servers[0]
+
+        for name, run in _plan(Path(directory), options.quick, pg):
             if options.only and name not in options.only:
                 continue
             console.print(f"[bold]running[/bold] {name} …")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import resource
@@ -14,7 +15,9 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import asyncpg
 import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -146,33 +149,62 @@ def raise_open_files_limit() -> int:
 
 
 def wait_until_drained(url: str, *, timeout: float, sample: Process | None = None) -> int:
-    """Block until no job is pending or running; returns the largest RSS seen in ``sample``."""
-    conn = sqlite3.connect(db_path(url), timeout=30)
+    """Block until no job is pending or running (SQLite or PostgreSQL); returns the largest
+    RSS seen in ``sample``."""
     deadline = time.monotonic() + timeout
     peak = 0
-    try:
+    with _Store(url) as store:
         while time.monotonic() < deadline:
-            busy = conn.execute(
+            busy = store.value(
                 "SELECT EXISTS(SELECT 1 FROM jobs WHERE status = 'pending') "
                 "OR EXISTS(SELECT 1 FROM jobs WHERE status = 'running')"
-            ).fetchone()[0]
+            )
             if sample is not None:
                 peak = max(peak, sample.rss())
             if not busy:
                 return peak
             time.sleep(0.02)
-    finally:
-        conn.close()
     raise TimeoutError(f"jobs still running after {timeout} s")
 
 
 def finished_span(url: str, since: float) -> tuple[float, int]:
     """Seconds from ``since`` to the last finish, and how many jobs completed."""
-    with contextlib.closing(sqlite3.connect(db_path(url))) as conn:
-        last, completed = conn.execute(
-            "SELECT max(finished_at), sum(status = 'completed') FROM jobs"
-        ).fetchone()
+    with _Store(url) as store:
+        last = store.value("SELECT max(finished_at) FROM jobs")
+        completed = store.value("SELECT count(*) FROM jobs WHERE status = 'completed'")
     return float(last) - since, int(completed or 0)
+
+
+class _Store:
+    """One-value reads of a SQLite file or a PostgreSQL database, from synchronous code."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._sqlite: sqlite3.Connection | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pg: asyncpg.Connection[asyncpg.Record] | None = None
+
+    def __enter__(self) -> _Store:
+        if self._url.startswith("sqlite:"):
+            self._sqlite = sqlite3.connect(db_path(self._url), timeout=30)
+        else:
+            self._loop = asyncio.new_event_loop()
+            self._pg = self._loop.run_until_complete(asyncpg.connect(self._url))
+        return self
+
+    def value(self, sql: str) -> Any:
+        if self._sqlite is not None:
+            return self._sqlite.execute(sql).fetchone()[0]
+        assert self._loop is not None
+        assert self._pg is not None
+        return self._loop.run_until_complete(self._pg.fetchval(sql))
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._sqlite is not None:
+            self._sqlite.close()
+        if self._loop is not None and self._pg is not None:
+            self._loop.run_until_complete(self._pg.close())
+            self._loop.close()
 
 
 def percentile(values: list[float], p: float) -> float:

@@ -35,24 +35,24 @@ def _app(url: str) -> App:
     return app
 
 
-async def _enqueue(url: str, kind: str, count: int) -> float:
+async def enqueue(url: str, kind: str, count: int) -> float:
     """Insert ``count`` jobs in one transaction; the Unix time at which they became visible."""
     async with _app(url) as app:
         await app.submit_many(kind, [None] * count)
     return time.time()
 
 
-def drain(tmp: Path, *, jobs: int, processes: int, concurrency: int) -> Measurement:
-    """Workers already running; ``jobs`` no-op jobs appear at once; time until all are done."""
-    url = sqlite_url(tmp, f"drain-{processes}")
+def drain(url: str, *, jobs: int, processes: int, concurrency: int, store: str = "") -> Measurement:
+    """Workers already running; ``jobs`` no-op jobs appear at once; time until all are done.
+    ``url`` is a fresh store; ``store`` names it in the scenario when it is not SQLite."""
     with workers(url, processes, concurrency):
-        since = asyncio.run(_enqueue(url, "noop", jobs))
+        since = asyncio.run(enqueue(url, "noop", jobs))
         wait_until_drained(url, timeout=300)
         seconds, completed = finished_span(url, since)
     rate = completed / seconds
     target = processes == 2
     return Measurement(
-        scenario=f"drain {jobs:,} no-op jobs, {processes} worker process(es)",
+        scenario=f"{store}drain {jobs:,} no-op jobs, {processes} worker process(es)",
         metric="throughput",
         value=round(rate),
         unit="jobs/s",
@@ -62,14 +62,16 @@ def drain(tmp: Path, *, jobs: int, processes: int, concurrency: int) -> Measurem
     )
 
 
-def io_bound(tmp: Path, *, jobs: int, processes: int, concurrency: int) -> list[Measurement]:
-    """``jobs`` jobs that each wait 2 s: makespan and the largest worker RSS."""
-    url = sqlite_url(tmp, f"sleep-{jobs}-{processes}")
+def io_bound(
+    url: str, *, jobs: int, processes: int, concurrency: int, store: str = ""
+) -> list[Measurement]:
+    """``jobs`` jobs that each wait 2 s: makespan and the largest worker RSS (``url`` and
+    ``store`` as for ``drain``)."""
     with workers(url, processes, concurrency) as procs:
-        since = asyncio.run(_enqueue(url, "sleep2", jobs))
+        since = asyncio.run(enqueue(url, "sleep2", jobs))
         peak = wait_until_drained(url, timeout=120, sample=procs[0])
         seconds, completed = finished_span(url, since)
-    name = f"{jobs:,} jobs x 2 s I/O wait, {processes} worker process(es)"
+    name = f"{store}{jobs:,} jobs x 2 s I/O wait, {processes} worker process(es)"
     limit = 2.2 if jobs <= 1000 else 3.0
     out = [
         Measurement(

@@ -28,6 +28,7 @@ from pydantic import ValidationError
 from longjobs.app import App
 from longjobs.cli_jobs import JOB_COMMANDS
 from longjobs.cli_keys import keys, run_command
+from longjobs.cli_store import migrate
 from longjobs.errors import LongjobsError
 
 log = logging.getLogger("longjobs")
@@ -383,6 +384,7 @@ async def _work(app: App, concurrency: int | None) -> None:
 
 
 cli.add_command(keys)  # longjobs keys ...
+cli.add_command(migrate)  # longjobs migrate
 for command in JOB_COMMANDS:  # longjobs submit | watch | ls | get | cancel | result | kinds
     cli.add_command(command)
 

@@ -1,10 +1,14 @@
-"""Fixtures of the acceptance tests: real ``longjobs`` processes on a temporary SQLite file.
+"""Fixtures of the acceptance tests: real ``longjobs`` processes on a temporary store.
 
-A failed test's report ends with the stderr of every process it started.
+Every test that starts processes runs twice: on a SQLite file and on a PostgreSQL database of
+the run's throwaway server (``store`` is ``sqlite`` or ``postgres``), except those marked
+``sqlite_only`` (they look inside the SQLite file, or test the HTTP layer alone). A failed
+test's report ends with the stderr of every process it started.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Generator, Iterator
 from pathlib import Path
 
@@ -32,10 +36,30 @@ def report_on_failure(request: pytest.FixtureRequest, cluster: Cluster) -> None:
     request.node.stash.setdefault(CLUSTERS, []).append(cluster)
 
 
+STORES = ("sqlite", "postgres")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "store" not in metafunc.fixturenames:
+        return
+    stores = ["sqlite"] if metafunc.definition.get_closest_marker("sqlite_only") else STORES
+    # Module scope: the module's tests run on one store, then on the other, so that a module's
+    # shared server (shared_serve, test_tenants' deployment) starts once per store.
+    metafunc.parametrize("store", stores, scope="module")
+
+
+def database_url(request: pytest.FixtureRequest, store: str) -> str | None:
+    """A new database for ``store`` (None: the cluster's own SQLite file)."""
+    if store == "sqlite":
+        return None
+    server = request.getfixturevalue("postgres_server")
+    return str(server.dsn(asyncio.run(server.create_database())))
+
+
 @pytest.fixture
-def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]:
+def cluster(request: pytest.FixtureRequest, tmp_path: Path, store: str) -> Iterator[Cluster]:
     """Processes started by one test; all are SIGKILLed (whole groups) at teardown."""
-    processes = Cluster(tmp_path)
+    processes = Cluster(tmp_path, database_url=database_url(request, store))
     report_on_failure(request, processes)
     try:
         yield processes
@@ -45,11 +69,12 @@ def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]
 
 @pytest.fixture(scope="module")
 def shared_serve(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, store: str
 ) -> Iterator[Cluster]:
     """One ``longjobs serve`` (API and in-process worker) for the tests of a module, with the
     module's ``SERVE_ENV`` settings if it has any."""
-    processes = Cluster(tmp_path_factory.mktemp("serve"))
+    url = database_url(request, store)
+    processes = Cluster(tmp_path_factory.mktemp("serve"), database_url=url)
     try:
         processes.serve(concurrency=8, env=getattr(request.module, "SERVE_ENV", None))
         yield processes

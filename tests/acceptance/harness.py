@@ -8,6 +8,7 @@ report of a failed test.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import asyncpg
 import httpx
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -109,18 +111,24 @@ class LongjobsProcess:
 
 
 class Cluster:
-    """The processes of one test, sharing one SQLite file and one effect ledger."""
+    """The processes of one test, sharing one store (a SQLite file, or the PostgreSQL database
+    ``database_url`` names) and one effect ledger."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, database_url: str | None = None) -> None:
         self.directory = directory
         self.db_path = directory / "jobs.db"
+        self._database_url = database_url
         self.ledger_path = directory / "ledger.jsonl"
         self.processes: list[LongjobsProcess] = []
         self._names: dict[str, int] = {}
 
     @property
     def database_url(self) -> str:
-        return f"sqlite:///{self.db_path}"
+        return self._database_url or f"sqlite:///{self.db_path}"
+
+    @property
+    def on_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite:")
 
     def environment(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("LONGJOBS_")}
@@ -227,6 +235,30 @@ class Cluster:
             parts.append(f"--- {process.name} (pid {process.pid}, {state}) ---")
             parts.extend(lines)
         return "\n".join(parts)
+
+
+def stored_bytes(cluster: Cluster) -> bytes:
+    """Everything the cluster's store holds, as bytes: the SQLite file with its WAL, or every
+    row of every table of the PostgreSQL database as text."""
+    if cluster.on_sqlite:
+        files = sorted(cluster.directory.glob("jobs.db*"))
+        assert {path.name for path in files} >= {"jobs.db", "jobs.db-wal", "jobs.db-shm"}
+        return b"".join(path.read_bytes() for path in files)
+
+    async def dump() -> bytes:
+        conn = await asyncpg.connect(cluster.database_url)
+        try:
+            tables = await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+            rows = [
+                str(row[0])
+                for table in tables
+                for row in await conn.fetch(f'SELECT t::text FROM "{table[0]}" AS t')
+            ]
+        finally:
+            await conn.close()
+        return "\n".join(rows).encode()
+
+    return asyncio.run(dump())
 
 
 def run_keys(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:

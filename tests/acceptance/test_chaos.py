@@ -29,7 +29,8 @@ from tests.acceptance.harness import (
 )
 from tests.acceptance.ledger import read_ledger
 
-pytestmark = [pytest.mark.acceptance, pytest.mark.timeout(120)]
+# sqlite_only: looks inside the SQLite file; PostgreSQL's chaos is in test_postgres_cluster.
+pytestmark = [pytest.mark.acceptance, pytest.mark.timeout(120), pytest.mark.sqlite_only]
 
 JOBS = 200
 CONCURRENCY = 4

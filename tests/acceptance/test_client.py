@@ -269,6 +269,7 @@ def test_429_is_retried_after_retry_after_then_raised_typed(cluster: Cluster) ->
     assert all("sleepy" in found for found in names), "each call got through after waiting"
 
 
+@pytest.mark.sqlite_only  # holds the SQLite file's write lock
 def test_a_locked_store_is_503_raised_as_unavailable_or_retried_through(
     cluster: Cluster,
 ) -> None:

@@ -29,7 +29,8 @@ import pytest
 
 from tests.acceptance.harness import LONGJOBS, ROOT, Cluster
 
-pytestmark = pytest.mark.acceptance
+# sqlite_only: the HTTP layer alone: one store is enough.
+pytestmark = [pytest.mark.acceptance, pytest.mark.sqlite_only]
 
 APP = "tests.acceptance.apps.schema_app:app"
 SCHEMATHESIS = ROOT / ".venv" / "bin" / "schemathesis"

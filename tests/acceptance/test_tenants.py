@@ -24,13 +24,14 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from tests.acceptance.conftest import report_on_failure
+from tests.acceptance.conftest import database_url, report_on_failure
 from tests.acceptance.harness import (
     Cluster,
     LongjobsProcess,
     create_key,
     read_sse,
     run_keys,
+    stored_bytes,
     wait_for_status,
     wait_terminal,
     wait_until,
@@ -118,9 +119,11 @@ def _keep_one_job_per_state(deployment: Deployment) -> None:
 
 
 @pytest.fixture(scope="module")
-def deployment_of_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+def deployment_of_module(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, store: str
+) -> Iterator[Deployment]:
     """One ``longjobs serve`` whose database has a key for each of TENANTS."""
-    cluster = Cluster(tmp_path_factory.mktemp("tenants"))
+    cluster = Cluster(tmp_path_factory.mktemp("tenants"), database_url(request, store))
     try:
         tenants = {name: Tenant(name, *create_key(cluster, name)) for name in TENANTS}
         server = cluster.serve(concurrency=8, env=SERVE_ENV)
@@ -550,17 +553,10 @@ def test_probes_answer_without_a_key(deployment: Deployment) -> None:
 
 
 def test_raw_keys_are_never_stored_or_logged(deployment: Deployment, revoked_key: str) -> None:
-    store = b"".join(
-        path.read_bytes() for path in sorted(deployment.cluster.directory.glob("jobs.db*"))
-    )
+    store = stored_bytes(deployment.cluster)
     logs = b"".join(path.read_bytes() for path in deployment.cluster.directory.glob("*.log"))
     keys = [tenant.key for tenant in deployment.tenants.values()] + [revoked_key]
 
-    assert {path.name for path in deployment.cluster.directory.glob("jobs.db*")} >= {
-        "jobs.db",
-        "jobs.db-wal",
-        "jobs.db-shm",
-    }
     for key in keys:
         assert key.encode() not in store
         assert key.encode() not in logs

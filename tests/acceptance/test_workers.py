@@ -76,7 +76,8 @@ def test_three_workers_complete_200_jobs_each_exactly_once(
     job_ids = submit_many(api_only, "ledger_job", inputs)
     wait_all_terminal(api_only, timeout=90)
 
-    report = check_run(api_only, job_ids, ledger_path=cluster.ledger_path, db_path=cluster.db_path)
+    db_path = cluster.db_path if cluster.on_sqlite else None
+    report = check_run(api_only, job_ids, ledger_path=cluster.ledger_path, db_path=db_path)
     report.write(cluster.directory / "report.json", workers=3, concurrency=4)
     assert report.violations() == []
     assert report.completed == 200

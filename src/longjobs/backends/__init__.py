@@ -32,3 +32,17 @@ def open_backend(url: str, settings: Settings) -> Backend:
         f"unsupported database URL {url!r}: use sqlite:///path/to/file.db, "
         "postgresql://user@host/dbname or memory://"
     )
+
+
+def schema_version(url: str) -> int:
+    """The schema version this longjobs writes for the kind of store ``url`` names."""
+    scheme = urlsplit(url).scheme
+    if scheme in ("postgresql", "postgres"):
+        from longjobs.backends.postgres import SCHEMA_VERSION as POSTGRES_VERSION
+
+        return POSTGRES_VERSION
+    if scheme == "sqlite":
+        from longjobs.backends.sqlite import SCHEMA_VERSION as SQLITE_VERSION
+
+        return SQLITE_VERSION
+    return 0  # memory:// keeps no schema

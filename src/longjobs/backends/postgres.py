@@ -185,7 +185,7 @@ class PostgresBackend:
             if s.status is Status.PENDING:
                 tx.notes.add(WORK)
         if settled:
-            await conn.executemany(Q["settle_job"], settled)
+            await conn.execute(Q["settle_jobs"], *(list(c) for c in zip(*settled, strict=True)))
             await _insert_events(conn, events)
         if apart:
             await conn.executemany(Q["insert_result"], apart)
@@ -207,6 +207,9 @@ class PostgresBackend:
 
     # -- the client side -----------------------------------------------------------------
     async def request_cancel(self, tenant: str, job_id: str) -> Job | None:
+        if not storable(job_id):
+            return None
+
         async def op(tx: Tx) -> Job | None:
             conn = tx.conn
             row = await conn.fetchrow(Q["cancel_pending"], job_id, tenant)
@@ -225,6 +228,9 @@ class PostgresBackend:
         return await self.db.write(op)
 
     async def delete_job(self, tenant: str, job_id: str) -> bool:
+        if not storable(job_id):
+            return False
+
         async def op(tx: Tx) -> bool:
             num = await tx.conn.fetchval(Q["delete_job"], job_id, tenant)
             if num is None:
@@ -235,6 +241,8 @@ class PostgresBackend:
         return await self.db.write(op)
 
     async def get_job(self, tenant: str, job_id: str, *, with_result: bool = True) -> Job | None:
+        if not storable(job_id):
+            return None
         row = await self.db.fetchrow(Q["get_job"], job_id, tenant)
         return None if row is None else job_from_row(tuple(row), with_result=with_result)
 
@@ -253,6 +261,8 @@ class PostgresBackend:
             params.append([str(s) for s in status])
             clauses.append(f"status = ANY(${len(params)}::text[])")
         if kind:
+            if not all(map(storable, kind)):
+                return Page(data=[])  # no kind has such a name
             params.append(list(kind))
             clauses.append(f"kind = ANY(${len(params)}::text[])")
         if cursor is not None:
@@ -272,6 +282,8 @@ class PostgresBackend:
         )
 
     async def get_result(self, tenant: str, job_id: str) -> StoredResult | None:
+        if not storable(job_id):
+            return None
         row = await self.db.fetchrow(Q["get_result"], job_id, tenant)
         if row is None or row["body"] is None:
             return None
@@ -280,6 +292,8 @@ class PostgresBackend:
     async def stream_result(
         self, tenant: str, job_id: str, *, chunk_size: int = 256 * 1024
     ) -> ResultStream | None:
+        if not storable(job_id):
+            return None
         row = await self.db.fetchrow(Q["locate_result"], job_id, tenant)
         if row is None or (row["inline"] is None and row["num"] is None):
             return None
@@ -302,6 +316,8 @@ class PostgresBackend:
     ) -> list[Event] | None:
         if not -1 <= after < 2**63 - 1:
             raise ValueError("after must be a sequence number")
+        if not storable(job_id):
+            return None
 
         async def op(conn: Conn) -> list[Event] | None:
             rows = await conn.fetch(Q["list_events"], job_id, tenant, after, limit)
@@ -413,7 +429,8 @@ async def _apply_round(
     columns: list[list[Any]] = [[] for _ in range(11)]
     for u in updates:
         values = (
-            u.job_id, u.attempt, len(u.events), u.progress, u.stage, u.message, u.eta_seconds,
+            u.job_id, u.attempt, len(u.events), u.progress, text(u.stage), text(u.message),
+            u.eta_seconds,
             u.input_tokens, u.output_tokens, u.has_checkpoint,
             dumps(u.checkpoint) if u.has_checkpoint else None,
         )  # fmt: skip
@@ -491,6 +508,16 @@ async def _sweep(tx: Tx) -> Sweep:
         cancelled=counts[Status.CANCELLED],
         results_expired=expired,
     )
+
+
+def storable(value: str) -> bool:
+    """PostgreSQL text cannot hold NUL: a name with one names nothing stored."""
+    return "\x00" not in value
+
+
+def text(value: str | None) -> str | None:
+    """``value`` for a text column: a NUL (which PostgreSQL text cannot hold) becomes U+FFFD."""
+    return value.replace("\x00", "\ufffd") if value and "\x00" in value else value
 
 
 class _DueWorkWatch:

@@ -129,7 +129,7 @@ class Database:
                 tx = Tx(conn)
                 result = await op(tx)
                 if tx.notes:
-                    await conn.execute(Q["notify"], self.token, list(tx.notes))
+                    await conn.execute(Q["notify"], payloads(self.token, tx.notes))
         if tx.notes:
             self.notifier.fire(tx.notes)
         return result
@@ -186,13 +186,31 @@ class Database:
                     await asyncio.wait_for(conn.close(), 5)
 
     def _on_notification(self, conn: object, pid: int, channel: str, payload: object) -> None:
-        token, _, key = str(payload).partition(" ")
-        if token == self.token or not key:
+        token, *keys = str(payload).split("\n")
+        if token == self.token:
             return  # ours: already fired when it committed
-        if key.startswith("job:"):
-            self.notifier.fire_foreign([key])
-        else:
-            self.notifier.fire([key])
+        jobs = [key for key in keys if key.startswith("job:")]
+        if len(jobs) < len(keys):
+            self.notifier.fire([key for key in keys if not key.startswith("job:")])
+        if jobs:
+            self.notifier.fire_foreign(jobs)
+
+
+_PAYLOAD_BYTES = 7000  # PostgreSQL refuses a payload of 8000 bytes or more
+
+
+def payloads(token: str, keys: set[str]) -> list[str]:
+    """The notifications that carry ``keys``: each the token, then keys one per line."""
+    found: list[str] = []
+    lines, size = [token], len(token)
+    for key in keys:
+        if size + len(key) + 1 > _PAYLOAD_BYTES and len(lines) > 1:
+            found.append("\n".join(lines))
+            lines, size = [token], len(token)
+        lines.append(key)
+        size += len(key.encode()) + 1
+    found.append("\n".join(lines))
+    return found
 
 
 def _setter(event: asyncio.Event) -> Callable[[object], None]:

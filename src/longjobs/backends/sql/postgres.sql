@@ -158,13 +158,18 @@ FROM jobs
 WHERE lease_owner = $1 AND status = 'running' AND id = ANY($2::text[])
 FOR UPDATE
 
--- name: settle_job
+-- name: settle_jobs
 UPDATE jobs
-SET status = $1, error = $2, progress = $3, eta_seconds = $4, result = $5, result_size = $6,
-    expires_at = $7, finished_at = $8, run_at = $9, lease_owner = NULL, lease_until = NULL,
-    last_seq = $10, updated_at = longjobs_now(),
+SET status = s.status, error = s.error, progress = s.progress, eta_seconds = s.eta_seconds,
+    result = s.result, result_size = s.result_size, expires_at = s.expires_at,
+    finished_at = s.finished_at, run_at = s.run_at, lease_owner = NULL, lease_until = NULL,
+    last_seq = s.last_seq, updated_at = longjobs_now(),
     change_xid = pg_current_xact_id(), change_seq = nextval('job_changes')
-WHERE num = $11
+FROM unnest($1::text[], $2::text[], $3::float8[], $4::float8[], $5::text[], $6::bigint[],
+            $7::float8[], $8::float8[], $9::float8[], $10::bigint[], $11::bigint[])
+    AS s(status, error, progress, eta_seconds, result, result_size, expires_at, finished_at,
+         run_at, last_seq, num)
+WHERE jobs.num = s.num
 
 -- name: insert_result
 INSERT INTO results (job_num, content_type, body) VALUES ($1, $2, $3)
@@ -300,5 +305,6 @@ SELECT tenant FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL
 -- name: has_api_keys
 SELECT EXISTS (SELECT 1 FROM api_keys)
 
+-- One notification per payload: the sender's token, then one key per line.
 -- name: notify
-SELECT pg_notify('longjobs', $1 || ' ' || key) FROM unnest($2::text[]) AS key
+SELECT pg_notify('longjobs', payload) FROM unnest($1::text[]) AS payload
