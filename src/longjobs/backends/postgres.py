@@ -10,6 +10,7 @@ cancel request to the worker holding the job without waiting for its heartbeat.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any
@@ -56,6 +57,7 @@ from longjobs.settings import Settings
 __all__ = ["SCHEMA_VERSION", "PostgresBackend"]
 
 _DUE_CHECK_SECONDS = 0.25  # how late a delayed job or a retry may start on an idle worker
+_HELD_BACK_RECHECK = 0.05  # how soon the change feed looks again at changes held back
 
 
 class PostgresBackend:
@@ -194,7 +196,7 @@ class PostgresBackend:
     async def release_jobs(self, worker: str, job_ids: Sequence[str]) -> int:
         async def op(tx: Tx) -> int:
             released = 0
-            for job_id in job_ids:
+            for job_id in sorted(job_ids):  # row locks in id order, as everywhere
                 row = await tx.conn.fetchrow(Q["release_job"], job_id, worker)
                 if row is not None:
                     data = status_event(row["status"], row["attempt"], reason="released")
@@ -212,6 +214,8 @@ class PostgresBackend:
 
         async def op(tx: Tx) -> Job | None:
             conn = tx.conn
+            if await conn.fetchval(Q["lock_job"], job_id, tenant) is None:
+                return None
             row = await conn.fetchrow(Q["cancel_pending"], job_id, tenant)
             if row is not None:
                 data = status_event(Status.CANCELLED, row["attempt"])
@@ -340,6 +344,12 @@ class PostgresBackend:
                 xid, seq = position
                 wanted = max(1, limit)
                 rows = await conn.fetch(Q["changed_jobs"], tenant, str(xid), seq, wanted)
+                if await conn.fetchval(Q["changes_held_back"], tenant, str(xid), seq):
+                    # Committed, but behind a transaction still open: no notification will
+                    # come when that one ends, so look again shortly.
+                    asyncio.get_running_loop().call_later(
+                        _HELD_BACK_RECHECK, self.notifier.fire, [ANY_JOB]
+                    )
             changes = [
                 Change(encode_change(r[-2], r[-1]), job_from_row(tuple(r)[:-2], with_result=False))
                 for r in rows

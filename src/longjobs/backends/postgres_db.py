@@ -156,11 +156,12 @@ class Database:
     # -- the listener ----------------------------------------------------------------------
     async def _listen(self, ready: asyncio.Future[None]) -> None:
         pause = 0.1
+        give_up = asyncio.get_running_loop().time() + _FIRST_LISTEN_SECONDS
         while True:
             try:
-                conn = await asyncpg.connect(self.dsn)
-            except Exception as exc:
-                if not ready.done():
+                conn = await self._listening_connection()
+            except Exception as exc:  # any failure to listen: try again (for a while, at first)
+                if not ready.done() and asyncio.get_running_loop().time() > give_up:
                     ready.set_exception(
                         StorageUnavailable(f"PostgreSQL unavailable: {type(exc).__name__}")
                     )
@@ -173,7 +174,8 @@ class Database:
             lost = asyncio.Event()
             try:
                 conn.add_termination_listener(_setter(lost))
-                await conn.add_listener(CHANNEL, self._on_notification)
+                if conn.is_closed():
+                    lost.set()
                 if ready.done():
                     self.notifier.fire_all()  # notifications may have been missed meanwhile
                 else:
@@ -184,6 +186,17 @@ class Database:
             finally:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(conn.close(), 5)
+
+    async def _listening_connection(self) -> asyncpg.Connection[asyncpg.Record]:
+        """A new connection that LISTENs, or the error that prevented it (closed again)."""
+        conn: asyncpg.Connection[asyncpg.Record] = await asyncpg.connect(self.dsn)
+        try:
+            await conn.add_listener(CHANNEL, self._on_notification)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.close(), 5)
+            raise
+        return conn
 
     def _on_notification(self, conn: object, pid: int, channel: str, payload: object) -> None:
         token, *keys = str(payload).split("\n")
@@ -196,6 +209,7 @@ class Database:
             self.notifier.fire_foreign(jobs)
 
 
+_FIRST_LISTEN_SECONDS = 5.0  # how long open() retries before it reports the store unavailable
 _PAYLOAD_BYTES = 7000  # PostgreSQL refuses a payload of 8000 bytes or more
 
 

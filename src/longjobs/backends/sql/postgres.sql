@@ -123,9 +123,17 @@ WITH picked AS (
 )
 SELECT * FROM claimed ORDER BY priority DESC, run_at, num
 
+-- Every statement that locks several running jobs takes their row locks in id order (a plain
+-- UPDATE locks in whatever order its plan visits them): a worker's heartbeat, flush and finish
+-- on different connections then never deadlock.
 -- name: extend_leases
+WITH held AS (
+    SELECT num FROM jobs
+    WHERE lease_owner = $1 AND status = 'running' AND id = ANY($3::text[])
+    ORDER BY id FOR UPDATE
+)
 UPDATE jobs SET lease_until = longjobs_now() + $2
-WHERE lease_owner = $1 AND status = 'running' AND id = ANY($3::text[])
+FROM held WHERE jobs.num = held.num
 RETURNING id, cancel_requested
 
 -- name: cancel_requested_for
@@ -133,6 +141,16 @@ SELECT id FROM jobs WHERE lease_owner = $1 AND status = 'running' AND cancel_req
 
 -- Many fenced updates in one statement; at most one per job (the caller makes rounds).
 -- name: report_progress
+WITH u AS (
+    SELECT * FROM unnest($2::text[], $3::int[], $4::int[], $5::float8[], $6::text[], $7::text[],
+                         $8::float8[], $9::bigint[], $10::bigint[], $11::bool[], $12::text[])
+        AS u(id, attempt, n, progress, stage, message, eta_seconds, input_tokens,
+             output_tokens, has_checkpoint, checkpoint)
+), held AS (
+    SELECT jobs.num FROM jobs JOIN u ON jobs.id = u.id
+    WHERE jobs.attempt = u.attempt AND jobs.lease_owner = $1 AND jobs.status = 'running'
+    ORDER BY jobs.id FOR UPDATE OF jobs
+)
 UPDATE jobs
 SET last_seq = jobs.last_seq + u.n,
     progress = coalesce(u.progress, jobs.progress),
@@ -144,19 +162,15 @@ SET last_seq = jobs.last_seq + u.n,
     checkpoint = CASE WHEN u.has_checkpoint THEN u.checkpoint ELSE jobs.checkpoint END,
     updated_at = longjobs_now(),
     change_xid = pg_current_xact_id(), change_seq = nextval('job_changes')
-FROM unnest($2::text[], $3::int[], $4::int[], $5::float8[], $6::text[], $7::text[],
-            $8::float8[], $9::bigint[], $10::bigint[], $11::bool[], $12::text[])
-    AS u(id, attempt, n, progress, stage, message, eta_seconds, input_tokens, output_tokens,
-         has_checkpoint, checkpoint)
-WHERE jobs.id = u.id AND jobs.attempt = u.attempt AND jobs.lease_owner = $1
-      AND jobs.status = 'running'
+FROM u, held
+WHERE jobs.num = held.num AND jobs.id = u.id
 RETURNING jobs.id, jobs.num, jobs.last_seq, jobs.progress
 
 -- name: held_for_finish
 SELECT num, id, attempt, last_seq, cancel_requested, progress, run_at, result_ttl_seconds
 FROM jobs
 WHERE lease_owner = $1 AND status = 'running' AND id = ANY($2::text[])
-FOR UPDATE
+ORDER BY id FOR UPDATE
 
 -- name: settle_jobs
 UPDATE jobs
@@ -185,6 +199,11 @@ SET status = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'pending' END,
     change_xid = pg_current_xact_id(), change_seq = nextval('job_changes')
 WHERE id = $1 AND lease_owner = $2 AND status = 'running'
 RETURNING num, last_seq, attempt, status
+
+-- A cancel first waits for whatever else holds the job (a finish, a sweep, a release), then
+-- decides on the status it finds: it cannot fall between "running" and "pending again".
+-- name: lock_job
+SELECT status FROM jobs WHERE id = $1 AND tenant = $2 FOR UPDATE
 
 -- name: cancel_pending
 UPDATE jobs
@@ -274,6 +293,13 @@ WHERE tenant = $1 AND (change_xid, change_seq) > ($2::text::xid8, $3)
       AND change_xid < pg_snapshot_xmin(pg_current_snapshot())
 ORDER BY change_xid, change_seq
 LIMIT $4
+
+-- name: changes_held_back
+SELECT EXISTS (
+    SELECT 1 FROM jobs
+    WHERE tenant = $1 AND (change_xid, change_seq) > ($2::text::xid8, $3)
+          AND change_xid >= pg_snapshot_xmin(pg_current_snapshot())
+)
 
 -- name: change_horizon
 SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint
