@@ -99,6 +99,7 @@ class Worker:
         self._slot_freed = asyncio.Event()
         self._backend: Backend | None = None
         self._finishes: Batcher[Finish, bool] = Batcher(self._finish_batch)
+        self._flushing: asyncio.Future[None] | None = None  # done when the flush in flight is
 
     async def _finish_batch(self, finishes: list[Finish]) -> list[bool]:
         return await self.backend.finish_jobs(self.id, finishes)
@@ -258,6 +259,10 @@ class Worker:
         the lease is given back (or left to expire), so the job runs again: never lost."""
         entry.finishing = True
         job = entry.job
+        if (flushing := self._flushing) is not None:
+            # A flush in flight may carry this job's earlier reports: it must land first (with
+            # a pool of connections, this finish could otherwise commit before it).
+            await asyncio.shield(flushing)
         finish = Finish(job.id, job.attempt, outcome, update=entry.ctx.take_update())
         for delay in _FINISH_RETRIES:
             try:
@@ -383,11 +388,16 @@ class Worker:
                 updates.append(update)
         if not updates:
             return
+        done = self._flushing = asyncio.get_running_loop().create_future()
         try:
             lost = await self.backend.append_events(self.id, updates)
         except StorageError as exc:
             log.warning("progress flush failed: %s", exc)
             return
+        finally:
+            done.set_result(None)
+            if self._flushing is done:
+                self._flushing = None
         for job_id in lost:
             self._interrupt(job_id, "lease_lost")
 

@@ -11,8 +11,8 @@ import asyncpg
 import pytest
 
 from longjobs.backends.postgres import SCHEMA_VERSION, PostgresBackend
-from longjobs.backends.postgres_db import payloads
-from longjobs.errors import SchemaVersionError, StorageUnavailable
+from longjobs.backends.postgres_db import mapped_errors, payloads
+from longjobs.errors import SchemaVersionError, StorageError, StorageUnavailable
 from longjobs.settings import Settings
 from tests.backends.contract import (
     KIND,
@@ -173,3 +173,22 @@ def test_notifications_carry_many_keys_each_under_postgresql_s_payload_limit() -
     assert all(p.split("\n")[0] == "abcd1234" for p in sent)
     assert {key for p in sent for key in p.split("\n")[1:]} == keys
     assert payloads("abcd1234", {"work"}) == ["abcd1234\nwork"]
+
+
+@pytest.mark.parametrize(
+    ("error", "unavailable"),
+    [
+        (asyncpg.exceptions.DeadlockDetectedError("deadlock detected"), True),
+        (asyncpg.exceptions.SerializationError("could not serialize"), True),
+        (asyncpg.exceptions.DiskFullError("no space left"), True),
+        (asyncpg.exceptions.QueryCanceledError("statement timeout"), True),
+        (asyncpg.exceptions.ReadOnlySQLTransactionError("read-only"), True),
+        (asyncpg.exceptions.UniqueViolationError("duplicate key"), False),
+        (asyncpg.exceptions.UndefinedTableError("no such table"), False),
+    ],
+)
+def test_errors_that_pass_by_themselves_answer_503(error: Exception, unavailable: bool) -> None:
+    expected = StorageUnavailable if unavailable else StorageError
+    with pytest.raises(StorageError) as caught, mapped_errors():
+        raise error
+    assert type(caught.value) is expected

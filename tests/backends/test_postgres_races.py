@@ -4,15 +4,18 @@ change feed asleep, kill the listener or deadlock a worker's own connections."""
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
 
+from longjobs import App, Context
 from longjobs.backends.postgres import PostgresBackend
 from longjobs.models import Status
 from longjobs.settings import Settings
 from tests.backends.contract import TENANT, create, start
+from tests.integration.worker_harness import make_app, running_worker, wait_until_terminal
 
 
 @pytest.fixture
@@ -147,3 +150,38 @@ async def test_a_workers_heartbeat_and_flush_never_deadlock(pg: PostgresBackend)
 
     await asyncio.gather(heartbeats(), flushes())
     assert errors == []
+
+
+async def test_reports_flushed_just_before_a_handler_returns_are_never_dropped(
+    postgres_dsn: str,
+) -> None:
+    """A handler streams output and returns while the worker's flush of its earlier output is
+    still in flight: with a pool of connections the finish could commit first and the flush
+    would then find the job finished (its output dropped). The worker lets the flush land
+    first: every job's output is whole."""
+    app = make_app(postgres_dsn, flush_interval=0.01)
+    app.job(stream_letters)
+
+    async with app, running_worker(app, concurrency=16):
+        jobs = [await app.submit("stream_letters") for _ in range(60)]
+        for job in jobs:
+            await wait_until_terminal(app, job.id)
+        texts = [await _output_text(app, job.id) for job in jobs]
+
+    assert texts == ["abcdef"] * len(jobs)
+
+
+async def stream_letters(ctx: Context) -> None:
+    """Streams a to f as output deltas, a few milliseconds apart, then returns."""
+    for part in "abcdef":
+        await ctx.output(delta=part)
+        await asyncio.sleep(random.uniform(0, 0.012))
+
+
+async def _output_text(app: App, job_id: str) -> str:
+    parts = [
+        str(event.data["delta"])
+        async for event in app.events(job_id, follow=False)
+        if event.type == "output" and "delta" in event.data
+    ]
+    return "".join(parts)

@@ -237,6 +237,16 @@ class Notifier:
                 subscription.stale = True
             subscription.poke()
 
+    def fire_jobs(self, job_keys: Iterable[str]) -> None:
+        """Another process changed these jobs (and told which): wake their watches, the watches
+        of any job, and mark their subscriptions stale; work and cancel watches sleep on."""
+        for key in job_keys:
+            self._wake(key, "external")
+            subscriptions = self._subscriptions.get(key)
+            if subscriptions:
+                self._hand(subscriptions, None)
+        self._wake(ANY_JOB, "external")
+
     def fire_all(self) -> None:
         """Wake everyone: another process changed the store and we cannot tell what."""
         for key in list(self._waiters):

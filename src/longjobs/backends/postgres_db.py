@@ -59,14 +59,23 @@ _UNAVAILABLE = (
 )
 
 
+_TRANSIENT_CLASSES = ("08", "40", "53", "57")  # connection, rollback, resources, operator
+_TRANSIENT_STATES = {"25006", "55P03"}  # read-only (after a failover), lock not available
+
+
 @contextlib.contextmanager
 def mapped_errors() -> Iterator[None]:
-    """Database exceptions as longjobs' storage errors."""
+    """Database exceptions as longjobs' storage errors: what may pass by itself (a lost
+    connection, a deadlock or serialization failure, a full disk, a shutdown, a timeout) is
+    ``StorageUnavailable`` (the API answers 503 with Retry-After), the rest ``StorageError``."""
     try:
         yield
     except _UNAVAILABLE as exc:
         raise StorageUnavailable(f"PostgreSQL unavailable: {type(exc).__name__}") from exc
     except asyncpg.PostgresError as exc:
+        state = str(getattr(exc, "sqlstate", "") or "")
+        if state[:2] in _TRANSIENT_CLASSES or state in _TRANSIENT_STATES:
+            raise StorageUnavailable(f"PostgreSQL unavailable: {type(exc).__name__}") from exc
         raise StorageError(f"PostgreSQL error: {exc}") from exc
 
 
@@ -102,12 +111,16 @@ class Database:
             )
         ready = asyncio.get_running_loop().create_future()
         self._listener = asyncio.create_task(self._listen(ready))
-        await ready
+        try:
+            await ready
+        except BaseException:
+            await self.close()  # no pool left behind by a failed open
+            raise
 
     async def close(self) -> None:
         if self._listener is not None:
             self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._listener
             self._listener = None
         if self._pool is not None:
@@ -125,13 +138,21 @@ class Database:
         """Run ``op`` in a transaction; its notes are sent to other processes at commit and
         wake this process's waiters once it has committed."""
         with mapped_errors():
-            async with self.pool.acquire() as conn, conn.transaction():
-                tx = Tx(conn)
-                result = await op(tx)
+            async with self.pool.acquire() as conn:
+                async with conn.transaction():
+                    tx = Tx(conn)
+                    result = await op(tx)
                 if tx.notes:
-                    await conn.execute(Q["notify"], payloads(self.token, tx.notes))
-        if tx.notes:
-            self.notifier.fire(tx.notes)
+                    # After the commit, in a statement of its own: a NOTIFY inside the
+                    # transaction takes a cluster-wide lock through the commit's WAL flush,
+                    # which would serialize every commit. Lost by a crash right here, it is
+                    # made up for by the processes' polling.
+                    self.notifier.fire(tx.notes)
+                    try:
+                        await conn.execute(Q["notify"], payloads(self.token, tx.notes))
+                    except (asyncpg.PostgresError, *_UNAVAILABLE) as exc:
+                        # Committed all the same: the write must not be reported as failed.
+                        log.warning("could not notify other processes: %s", type(exc).__name__)
         return result
 
     async def read(self, op: Callable[[Conn], Awaitable[T]]) -> T:
@@ -206,7 +227,7 @@ class Database:
         if len(jobs) < len(keys):
             self.notifier.fire([key for key in keys if not key.startswith("job:")])
         if jobs:
-            self.notifier.fire_foreign(jobs)
+            self.notifier.fire_jobs(jobs)
 
 
 _FIRST_LISTEN_SECONDS = 5.0  # how long open() retries before it reports the store unavailable
@@ -227,6 +248,19 @@ def payloads(token: str, keys: set[str]) -> list[str]:
     return found
 
 
+async def _version(conn: asyncpg.Connection[asyncpg.Record]) -> int | None:
+    """The schema version, or None before the first migration."""
+    if await conn.fetchval("SELECT to_regclass('longjobs_schema')") is None:
+        return None
+    version = await conn.fetchval("SELECT max(version) FROM longjobs_schema")
+    if version is not None and version > SCHEMA_VERSION:
+        raise SchemaVersionError(
+            f"the database has longjobs schema version {version}; this longjobs knows "
+            f"only {SCHEMA_VERSION}: upgrade longjobs"
+        )
+    return None if version is None else int(version)
+
+
 def _setter(event: asyncio.Event) -> Callable[[object], None]:
     return lambda _: event.set()
 
@@ -236,6 +270,9 @@ async def migrate(dsn: str) -> int:
     database made by a newer longjobs is refused, never touched."""
     conn = await asyncpg.connect(dsn)
     try:
+        current = await _version(conn)
+        if current == SCHEMA_VERSION:
+            return current  # up to date: no lock, no DDL (nor the privileges it needs)
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
             await conn.execute(
