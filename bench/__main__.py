@@ -108,6 +108,7 @@ def _plan(
             "pg-latency",
             lambda: [pg_scenarios.cross_server_latency(pg(), jobs=50 if quick else 300)],
         ),
+        ("pg-cancel", lambda: [pg_scenarios.cross_server_cancel(pg(), jobs=10 if quick else 50)]),
     ]
 
 

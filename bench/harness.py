@@ -104,9 +104,11 @@ class Process:
 
 
 @contextlib.contextmanager
-def workers(url: str, count: int, concurrency: int) -> Iterator[list[Process]]:
+def workers(
+    url: str, count: int, concurrency: int, env: dict[str, str] | None = None
+) -> Iterator[list[Process]]:
     args = ["worker", "bench.apps:app", "--concurrency", str(concurrency), "--log-level", "info"]
-    procs = [Process(args, url, "started") for _ in range(count)]
+    procs = [Process(args, url, "started", env) for _ in range(count)]
     try:
         for proc in procs:
             proc.wait_ready()

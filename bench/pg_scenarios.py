@@ -124,6 +124,47 @@ def cross_server_latency(server: PostgresServer, *, jobs: int) -> Measurement:
     )
 
 
+def cross_server_cancel(server: PostgresServer, *, jobs: int) -> Measurement:
+    """Two ``serve --no-worker`` processes and one worker whose heartbeats are 30 s apart; for
+    each of ``jobs`` long jobs, once it runs: cancel it through server B, and time until server
+    A answers it ``cancelled`` (its handler stopped). Far under a heartbeat: the request reached
+    the worker by notification."""
+    url = fresh_database(server)
+    slow = {"LONGJOBS_LEASE_SECONDS": "90"}
+    samples: list[float] = []
+    with (
+        workers(url, 1, 64, env=slow),
+        server_process(url, "--no-worker") as (base_a, _),
+        server_process(url, "--no-worker") as (base_b, _),
+        httpx.Client(base_url=base_a, timeout=30) as via_a,
+        httpx.Client(base_url=base_b, timeout=30) as via_b,
+    ):
+        for _ in range(jobs):
+            body = {"kind": "emit_progress", "input": {"seconds": 60, "per_second": 1}}
+            job_id = via_a.post("/v1/jobs", json=body).json()["id"]
+            while via_a.get(f"/v1/jobs/{job_id}").json()["status"] != "running":
+                time.sleep(0.01)
+            asked = time.perf_counter()
+            via_b.post(f"/v1/jobs/{job_id}/cancel")
+            job = via_a.get(f"/v1/jobs/{job_id}", params={"wait": 10}).json()
+            while job["status"] != "cancelled":
+                job = via_a.get(f"/v1/jobs/{job_id}", params={"wait": 10}).json()
+            samples.append(time.perf_counter() - asked)
+    p50, p99 = percentile(samples, 50) * 1000, percentile(samples, 99) * 1000
+    return Measurement(
+        scenario=(
+            f"PostgreSQL: cancel through server B → cancelled on server A, {jobs} running jobs "
+            "(heartbeats 30 s apart)"
+        ),
+        metric="latency p50 / p99",
+        value=round(p99, 1),
+        unit="ms",
+        target="≤ 1,000",
+        met=p99 <= 1000,
+        details={"p50_ms": round(p50, 1), "p99_ms": round(p99, 1), "samples": len(samples)},
+    )
+
+
 def _terminal(line: str) -> bool:
     event = json.loads(line.removeprefix("data:").strip())
     return event.get("type") == "status" and event.get("status") in {
