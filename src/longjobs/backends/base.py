@@ -117,6 +117,15 @@ class ResultStream:
     size: int
     chunks: AsyncGenerator[bytes, None]
 
+    @classmethod
+    def whole(cls, body: bytes, content_type: str = "application/json") -> ResultStream:
+        """A result already in memory, as one chunk."""
+        return cls(content_type, len(body), _one_chunk(body))
+
+
+async def _one_chunk(body: bytes) -> AsyncGenerator[bytes, None]:
+    yield body
+
 
 @dataclass(frozen=True, slots=True)
 class Change:

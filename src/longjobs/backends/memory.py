@@ -42,7 +42,7 @@ from longjobs.backends.rows import (
     encode_cursor,
     status_event,
 )
-from longjobs.backends.settle import settle
+from longjobs.backends.settle import lease_expired, settle
 from longjobs.errors import IdempotencyConflict, StorageError
 from longjobs.models import (
     JSON,
@@ -474,18 +474,15 @@ class MemoryBackend:
     def _end_expired_lease(self, rec: _Record, now: float) -> None:
         rec.lease_owner = rec.lease_until = None
         rec.error, rec.eta_seconds = None, None
-        if rec.cancel_requested:
-            rec.move(Status.CANCELLED)
+        status, error = lease_expired(
+            attempt=rec.attempt,
+            max_attempts=rec.new.max_attempts,
+            cancel_requested=rec.cancel_requested,
+        )
+        if status is not Status.PENDING:
+            rec.move(status)
             rec.finished_at = now
-        elif rec.attempt >= rec.new.max_attempts:
-            rec.move(Status.FAILED)
-            rec.finished_at = now
-            rec.error = JobError(
-                type="attempts_exhausted",
-                message=f"the worker running attempt {rec.attempt} of "
-                f"{rec.new.max_attempts} stopped heartbeating",
-                retryable=False,
-            )
+            rec.error = error
         else:
             rec.move(Status.PENDING)  # keeping its run_at: back to its place in the queue
         self._status(rec, rec.error, reason="lease_expired")

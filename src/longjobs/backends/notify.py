@@ -14,7 +14,8 @@ subscription instead of reading them back from the store; otherwise it is told t
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Literal, Self
 
@@ -135,6 +136,39 @@ class Subscription(_Registered):
 
     def close(self) -> None:
         self._notifier.unsubscribe(self)
+
+
+class DueWorkWatch:
+    """A watch for due work shared by the stores other processes write to. A local submission
+    (or a notification that names work) wakes it at once; anything else that may have made work
+    due (another process's write, a delayed job or a retry coming due) is checked with the cheap
+    ``has_due_work`` read every ``check_every`` seconds, so idle workers do not claim for
+    nothing."""
+
+    def __init__(
+        self,
+        notifier: Notifier,
+        has_due_work: Callable[[], Awaitable[bool]],
+        *,
+        check_every: float = 0.25,
+    ) -> None:
+        self._has_due_work = has_due_work
+        self._check_every = check_every
+        self._watch = notifier.watch(WORK)
+
+    async def wait(self, timeout: float) -> Wake | None:
+        deadline = time.monotonic() + timeout
+        while (remaining := deadline - time.monotonic()) > 0:
+            woken = await self._watch.wait(min(remaining, self._check_every))
+            if woken == "local":
+                return woken
+            self._watch.rearm()
+            if await self._has_due_work():
+                return woken or "external"
+        return None
+
+    def close(self) -> None:
+        self._watch.close()
 
 
 class Notifier:

@@ -11,7 +11,6 @@ cancel request to the worker holding the job without waiting for its heartbeat.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
@@ -29,9 +28,9 @@ from longjobs.backends.base import (
 from longjobs.backends.notify import (
     ANY_JOB,
     WORK,
+    DueWorkWatch,
     Notifier,
     Subscription,
-    Wake,
     Watch,
     cancel_key,
     job_key,
@@ -49,14 +48,13 @@ from longjobs.backends.rows import (
     job_from_row,
     status_event,
 )
-from longjobs.backends.settle import settle
+from longjobs.backends.settle import lease_expired, settle, update_rounds
 from longjobs.errors import IdempotencyConflict, StorageError
-from longjobs.models import Event, Job, JobError, Page, Status
+from longjobs.models import Event, Job, Page, Status
 from longjobs.settings import Settings
 
 __all__ = ["SCHEMA_VERSION", "PostgresBackend"]
 
-_DUE_CHECK_SECONDS = 0.25  # how late a delayed job or a retry may start on an idle worker
 _HELD_BACK_RECHECK = 0.05  # how soon the change feed looks again at changes held back
 
 
@@ -303,7 +301,7 @@ class PostgresBackend:
             return None
         if row["inline"] is not None:
             body = str(row["inline"]).encode()
-            return ResultStream("application/json", len(body), _one_chunk(body))
+            return ResultStream.whole(body)
         num, size = int(row["num"]), int(row["size"])
 
         async def chunks() -> AsyncGenerator[bytes, None]:
@@ -398,8 +396,9 @@ class PostgresBackend:
         return await self.db.write(_sweep)
 
     # -- waiting -------------------------------------------------------------------------
-    def watch_work(self, kinds: Sequence[str]) -> _DueWorkWatch:
-        return _DueWorkWatch(self, list(kinds))
+    def watch_work(self, kinds: Sequence[str]) -> DueWorkWatch:
+        wanted = list(kinds)
+        return DueWorkWatch(self.notifier, lambda: self.has_due_work(wanted))
 
     def watch_job(self, job_id: str | None) -> Watch:
         return self.notifier.watch(ANY_JOB if job_id is None else job_key(job_id))
@@ -420,16 +419,8 @@ async def _apply_updates(
     """Apply fenced updates: ``{job_id: (last_seq, progress)}`` after them, for those whose
     lease still holds; several updates of one job are applied in order, one round each."""
     applied: dict[str, tuple[int, float]] = {}
-    pending = list(updates)
-    while pending:
-        now: list[JobUpdate] = []
-        later: list[JobUpdate] = []
-        ids: set[str] = set()
-        for update in pending:
-            (later if update.job_id in ids else now).append(update)
-            ids.add(update.job_id)
-        applied.update(await _apply_round(tx, worker, now))
-        pending = later
+    for round_ in update_rounds(updates):
+        applied.update(await _apply_round(tx, worker, round_))
     return applied
 
 
@@ -479,19 +470,14 @@ async def _insert_status(tx: Tx, num: int, job_id: str, seq: int, data: dict[str
 async def _sweep(tx: Tx) -> Sweep:
     conn = tx.conn
     counts = {Status.PENDING: 0, Status.FAILED: 0, Status.CANCELLED: 0}
+    now = float(await conn.fetchval(Q["now"]))
     for row in await conn.fetch(Q["expired_leases"]):
-        status, error = Status.PENDING, None
-        if row["cancel_requested"]:
-            status = Status.CANCELLED
-        elif row["attempt"] >= row["max_attempts"]:
-            status = Status.FAILED
-            error = JobError(
-                type="attempts_exhausted",
-                message=f"the worker running attempt {row['attempt']} of "
-                f"{row['max_attempts']} stopped heartbeating",
-                retryable=False,
-            )
-        finished_at = None if status is Status.PENDING else float(await conn.fetchval(Q["now"]))
+        status, error = lease_expired(
+            attempt=row["attempt"],
+            max_attempts=row["max_attempts"],
+            cancel_requested=bool(row["cancel_requested"]),
+        )
+        finished_at = None if status is Status.PENDING else now
         ended = await conn.fetchrow(
             Q["end_expired_lease"],
             status.value,
@@ -528,34 +514,6 @@ def storable(value: str) -> bool:
 def text(value: str | None) -> str | None:
     """``value`` for a text column: a NUL (which PostgreSQL text cannot hold) becomes U+FFFD."""
     return value.replace("\x00", "\ufffd") if value and "\x00" in value else value
-
-
-class _DueWorkWatch:
-    """Wakes when work is submitted or requeued anywhere (a notification), and when a delayed
-    job or a retry of these kinds comes due (a cheap read every ``_DUE_CHECK_SECONDS``)."""
-
-    def __init__(self, backend: PostgresBackend, kinds: list[str]) -> None:
-        self._backend = backend
-        self._kinds = kinds
-        self._watch = backend.notifier.watch(WORK)
-
-    async def wait(self, timeout: float) -> Wake | None:
-        deadline = time.monotonic() + timeout
-        while (remaining := deadline - time.monotonic()) > 0:
-            woken = await self._watch.wait(min(remaining, _DUE_CHECK_SECONDS))
-            if woken is not None:
-                return woken
-            self._watch.rearm()
-            if await self._backend.has_due_work(self._kinds):
-                return "external"
-        return None
-
-    def close(self) -> None:
-        self._watch.close()
-
-
-async def _one_chunk(body: bytes) -> AsyncGenerator[bytes, None]:
-    yield body
 
 
 _PENDING = dumps(status_event(Status.PENDING, 0))

@@ -1,12 +1,14 @@
-"""How a finished attempt changes its job: one pure function every backend applies."""
+"""How a finished attempt, or one whose lease ran out, changes its job: pure functions every
+backend applies."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from longjobs.backends.base import Completed, Failed, Outcome
+from longjobs.backends.base import Completed, Failed, JobUpdate, Outcome
 from longjobs.backends.rows import dumps, status_event
-from longjobs.models import Status
+from longjobs.models import JobError, Status
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,3 +82,36 @@ def settle(
         run_at=run_at,
         event=dumps(event),
     )
+
+
+def lease_expired(
+    *, attempt: int, max_attempts: int, cancel_requested: bool
+) -> tuple[Status, JobError | None]:
+    """What a job whose lease ran out becomes: cancelled if a cancel was asked, failed once its
+    attempts are used up, else pending again."""
+    if cancel_requested:
+        return Status.CANCELLED, None
+    if attempt >= max_attempts:
+        return Status.FAILED, JobError(
+            type="attempts_exhausted",
+            message=f"the worker running attempt {attempt} of {max_attempts} stopped heartbeating",
+            retryable=False,
+        )
+    return Status.PENDING, None
+
+
+def update_rounds(updates: Sequence[JobUpdate]) -> list[list[JobUpdate]]:
+    """``updates`` in rounds of at most one per job, keeping each job's updates in order (a
+    backend applies a round in one statement)."""
+    rounds: list[list[JobUpdate]] = []
+    pending = list(updates)
+    while pending:
+        now: list[JobUpdate] = []
+        later: list[JobUpdate] = []
+        ids: set[str] = set()
+        for update in pending:
+            (later if update.job_id in ids else now).append(update)
+            ids.add(update.job_id)
+        rounds.append(now)
+        pending = later
+    return rounds

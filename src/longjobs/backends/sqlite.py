@@ -33,9 +33,9 @@ from longjobs.backends.base import (
 from longjobs.backends.notify import (
     ANY_JOB,
     WORK,
+    DueWorkWatch,
     Notifier,
     Subscription,
-    Wake,
     Watch,
     cancel_key,
     job_key,
@@ -56,7 +56,7 @@ from longjobs.backends.rows import (
     job_from_row,
     status_event,
 )
-from longjobs.backends.settle import settle
+from longjobs.backends.settle import settle, update_rounds
 from longjobs.backends.sqlite_db import Readers, Tx, Writer
 from longjobs.backends.sqlite_sql import (
     PENDING_EVENT,
@@ -83,7 +83,6 @@ __all__ = ["SCHEMA_VERSION", "SQLiteBackend", "parse_sqlite_url"]
 
 _INLINE_BATCH = 16  # larger bulk writes go to the writer thread, not the event loop
 _INLINE_EVENTS = 64  # pages of events up to this size are read on the event loop
-_DUE_CHECK_SECONDS = 0.25  # how late a delayed job or a retry may start on an idle worker
 
 
 class SQLiteBackend:
@@ -274,16 +273,8 @@ class SQLiteBackend:
         """Apply fenced updates: ``{job_id: (last_seq, progress)}`` after them, for those whose
         lease still holds. Several updates of one job are applied in order, one round each."""
         applied: dict[str, tuple[int, float]] = {}
-        pending = list(updates)
-        while pending:
-            now: list[JobUpdate] = []
-            later: list[JobUpdate] = []
-            ids: set[str] = set()
-            for update in pending:
-                (later if update.job_id in ids else now).append(update)
-                ids.add(update.job_id)
-            applied.update(self._apply_round(tx, worker, now))
-            pending = later
+        for round_ in update_rounds(updates):
+            applied.update(self._apply_round(tx, worker, round_))
         return applied
 
     def _apply_round(
@@ -494,7 +485,7 @@ class SQLiteBackend:
             return None
         if row["inline"] is not None:
             body = str(row["inline"]).encode()
-            return ResultStream("application/json", len(body), _one_chunk(body))
+            return ResultStream.whole(body)
         num, size = int(row["num"]), int(row["size"])
 
         async def chunks() -> AsyncGenerator[bytes, None]:
@@ -600,8 +591,9 @@ class SQLiteBackend:
         return await self.writer.run(sweep_expired, inline=False)
 
     # -- waiting -------------------------------------------------------------------------
-    def watch_work(self, kinds: Sequence[str]) -> _DueWorkWatch:
-        return _DueWorkWatch(self, dumps(list(kinds)))
+    def watch_work(self, kinds: Sequence[str]) -> DueWorkWatch:
+        kinds_json = dumps(list(kinds))
+        return DueWorkWatch(self.notifier, lambda: self.has_due_work(kinds_json))
 
     def watch_job(self, job_id: str | None) -> Watch:
         return self.notifier.watch(ANY_JOB if job_id is None else job_key(job_id))
@@ -617,36 +609,6 @@ class SQLiteBackend:
             return conn.execute(Q["has_due_work"], (time.time(), kinds_json)).fetchone() is not None
 
         return await self.readers.run_point(op)
-
-
-class _DueWorkWatch:
-    """Wakes on local submissions at once; a write by another process, or a delayed job or retry
-    coming due, wakes it only when a job of these kinds is due (checked with a cheap read every
-    ``_DUE_CHECK_SECONDS``, so idle workers do not claim, and take the write lock, for nothing)."""
-
-    def __init__(self, backend: SQLiteBackend, kinds_json: str) -> None:
-        self._backend = backend
-        self._kinds_json = kinds_json
-        self._watch = backend.notifier.watch(WORK)
-
-    async def wait(self, timeout: float) -> Wake | None:
-        deadline = time.monotonic() + timeout
-        while (remaining := deadline - time.monotonic()) > 0:
-            woken = await self._watch.wait(min(remaining, _DUE_CHECK_SECONDS))
-            if woken == "local":
-                return woken
-            # Another process wrote, or a delayed job or a retry may have come due: check.
-            self._watch.rearm()
-            if await self._backend.has_due_work(self._kinds_json):
-                return woken or "external"
-        return None
-
-    def close(self) -> None:
-        self._watch.close()
-
-
-async def _one_chunk(body: bytes) -> AsyncGenerator[bytes, None]:
-    yield body
 
 
 def _read_blob(conn: sqlite3.Connection, num: int, offset: int, size: int) -> bytes:

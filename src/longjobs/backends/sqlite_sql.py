@@ -13,9 +13,10 @@ from longjobs.backends.base import Sweep
 from longjobs.backends.notify import WORK, job_key
 from longjobs.backends.queries import load_queries
 from longjobs.backends.rows import JOB_SELECT, dumps, status_event
+from longjobs.backends.settle import lease_expired
 from longjobs.backends.sqlite_db import Tx, connect, is_busy
 from longjobs.errors import ConfigurationError, SchemaVersionError
-from longjobs.models import JobError, Status
+from longjobs.models import Status
 
 Q = {name: sql.replace("$job_columns", JOB_SELECT) for name, sql in load_queries("sqlite").items()}
 SCHEMA_VERSION = 3  # 2: api_keys; 3: jobs.change (the change feed)
@@ -120,17 +121,11 @@ def _create_schema_once(path: str, synchronous: str, lock_timeout: float) -> Non
 def sweep_expired(tx: Tx) -> Sweep:
     counts = {Status.PENDING: 0, Status.FAILED: 0, Status.CANCELLED: 0}
     for row in tx.conn.execute(Q["expired_leases"], (tx.now,)).fetchall():
-        status, error = Status.PENDING, None
-        if row["cancel_requested"]:
-            status = Status.CANCELLED
-        elif row["attempt"] >= row["max_attempts"]:
-            status = Status.FAILED
-            error = JobError(
-                type="attempts_exhausted",
-                message=f"the worker running attempt {row['attempt']} of "
-                f"{row['max_attempts']} stopped heartbeating",
-                retryable=False,
-            )
+        status, error = lease_expired(
+            attempt=row["attempt"],
+            max_attempts=row["max_attempts"],
+            cancel_requested=bool(row["cancel_requested"]),
+        )
         ended = tx.conn.execute(
             Q["end_expired_lease"],
             {
