@@ -1,11 +1,12 @@
 """Who is calling: the tenant every route scopes its work to.
 
 Open mode: while no API key was ever created, every request belongs to the one tenant
-``default`` (and ``longjobs serve`` refuses a non-loopback address without an explicit insecure
-flag). Once a key exists, every route but the probes needs ``Authorization: Bearer <key>``, and
-the key's tenant is the caller's. Revoking every key does not reopen the server. Each request
-with a key checks the store (one indexed read), so a revocation applies to the next request; in
-open mode the store is asked at most once a second whether a first key exists.
+``default``, whatever ``Authorization`` header it carries (and ``longjobs serve`` refuses a non-
+loopback address without an explicit insecure flag). Once a key exists, every route but the
+probes needs ``Authorization: Bearer <key>``, and the key's tenant is the caller's. Revoking
+every key does not reopen the server. Each request with a key checks the store (one indexed
+read), so a revocation applies to the next request; in open mode the store is asked at most once
+a second whether a first key exists.
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ async def tenant_of(connection: HTTPConnection) -> str:
     missing, malformed, unknown or revoked."""
     state = state_of(connection)
     app = state.app
+    if not await app.keys_required():
+        # Open mode: whatever key is sent (SDKs such as OpenAI's always send one) is not read.
+        return DEFAULT_TENANT
     header = connection.headers.get("authorization")
     if header is None:
-        if not await app.keys_required():
-            return DEFAULT_TENANT
         raise _unauthorized("an API key is required: send Authorization: Bearer <key>", None)
     scheme, _, token = header.partition(" ")
     token = token.strip()
