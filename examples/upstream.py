@@ -2,23 +2,22 @@
 
 Used only when ``OPENAI_API_KEY``, ``LONGJOBS_UPSTREAM_BASE_URL`` or ``OPENAI_BASE_URL`` is set;
 the model is ``LONGJOBS_EXAMPLE_MODEL`` (default ``gpt-4o-mini``). A local server such as vLLM or
-Ollama needs only the base URL. Tokens go to ``ctx.output`` as they arrive, token counts to
-``ctx.usage``, and the upstream stream is closed as soon as the job is cancelled, so generation
-(and billing) stops with it.
+Ollama needs only the base URL. The call goes through ``longjobs.ai``: tokens go to
+``ctx.output`` as they arrive, token counts to ``ctx.usage``, and the upstream stream is closed
+as soon as the job is cancelled, so generation (and billing) stops with it.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from longjobs import Context, PermanentError, RetryableError
+from longjobs import Context, ai
 
 if TYPE_CHECKING:
-    from openai import AsyncStream
-    from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
+    from openai.types.chat import ChatCompletionMessageParam
 
 DEFAULT_MODEL = "gpt-4o-mini"
 
@@ -76,40 +75,10 @@ async def stream_chat(
 ) -> str:
     """Stream one chat completion into ``ctx.output``; return the whole text.
 
-    Raises RetryableError for rate limits, timeouts, server errors and lost connections, and
+    ``longjobs.ai`` does the work: tokens to ``ctx.output``, counts to ``ctx.usage``, the
+    upstream closed on cancel, a retried attempt continuing the stored text. It raises
+    RetryableError for rate limits, timeouts, server errors and lost connections, and
     PermanentError for other refusals (a bad key, an unknown model).
     """
-    import openai  # the optional extra: only this path needs it
-
-    async with openai.AsyncOpenAI(base_url=upstream.base_url, api_key=upstream.api_key) as client:
-        try:
-            stream = await client.chat.completions.create(
-                model=upstream.model,
-                messages=messages,
-                stream=True,
-                stream_options={"include_usage": True},
-            )
-            ctx.on_cancel(stream.close)
-            try:
-                return "".join([part async for part in _deltas(ctx, stream)])
-            finally:
-                await stream.close()
-        except openai.APIStatusError as exc:
-            retryable = exc.status_code in (408, 409, 429) or exc.status_code >= 500
-            error = RetryableError if retryable else PermanentError
-            raise error(f"model upstream answered {exc.status_code}", type="upstream") from exc
-        except openai.APIConnectionError as exc:
-            raise RetryableError(f"model upstream unreachable: {exc}", type="upstream") from exc
-
-
-async def _deltas(ctx: Context, stream: AsyncStream[ChatCompletionChunk]) -> AsyncIterator[str]:
-    async for chunk in stream:
-        if chunk.usage is not None:
-            await ctx.usage(
-                input_tokens=chunk.usage.prompt_tokens,
-                output_tokens=chunk.usage.completion_tokens,
-            )
-        for choice in chunk.choices:
-            if choice.delta.content:
-                await ctx.output(delta=choice.delta.content)
-                yield choice.delta.content
+    where = ai.Upstream(base_url=upstream.base_url, api_key=upstream.api_key)
+    return await ai.generate(ctx, model=upstream.model, input=messages, upstream=where)

@@ -25,7 +25,7 @@ from typing import Any, TypedDict, TypeVar, Unpack, get_type_hints, overload
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError
 
-from longjobs import metrics
+from longjobs import metrics, responses
 from longjobs.backends import open_backend
 from longjobs.backends.base import (
     ApiKey,
@@ -166,9 +166,17 @@ class App:
 
     ``App()`` reads ``LONGJOBS_DATABASE_URL`` (default ``sqlite:///longjobs.db``); pass a URL or
     a ``Settings`` to choose. The backend opens on first use or with ``async with app``.
+    Every App has the built-in kind ``response`` (``/v1/responses``, calling the upstream of
+    ``LONGJOBS_UPSTREAM_BASE_URL``) unless made with ``responses_api=False``.
     """
 
-    def __init__(self, database_url: str | None = None, *, settings: Settings | None = None):
+    def __init__(
+        self,
+        database_url: str | None = None,
+        *,
+        settings: Settings | None = None,
+        responses_api: bool = True,
+    ):
         self.settings = settings or Settings()
         self.database_url = database_url or self.settings.database_url
         self.kinds: dict[str, JobKind] = {}
@@ -176,6 +184,8 @@ class App:
         self._opening: asyncio.Lock | None = None
         self._keys_exist = False
         self._no_keys_until = 0.0  # monotonic time until which "no key" needs no new read
+        if responses_api:  # the built-in kind behind /v1/responses
+            responses.install(self)
 
     # -- registration --------------------------------------------------------------------
     @overload

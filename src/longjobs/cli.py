@@ -129,6 +129,9 @@ def _configure_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # One INFO line per upstream model request is noise at any scale; failures still show.
+    for name in ("httpx", "httpx2", "openai"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 def _is_loopback(host: str) -> bool:

@@ -85,6 +85,7 @@ class Context:
         "_progress_base",
         "_progress_dirty",
         "_progress_placed",
+        "_reader",
         "_started",
         "_stopping",
         "_usage_dirty",
@@ -99,8 +100,15 @@ class Context:
         "stage",
     )
 
-    def __init__(self, job: Job, *, deadline_ts: float | None = None) -> None:
+    def __init__(
+        self,
+        job: Job,
+        *,
+        deadline_ts: float | None = None,
+        reader: Callable[[], Awaitable[str]] | None = None,
+    ) -> None:
         self.job = job
+        self._reader = reader
         self.deadline_ts = deadline_ts
         self._started = time.monotonic()
         self._progress = job.progress
@@ -163,6 +171,12 @@ class Context:
     @property
     def progress_value(self) -> float:
         return self._progress
+
+    async def stored_output(self) -> str:
+        """The text of every ``output(delta=)`` stored for this job so far, earlier attempts
+        included: exactly what stream clients have seen. A retried attempt that continues a
+        generation starts from it (``longjobs.ai`` does), so nobody sees text twice."""
+        return "" if self._reader is None else await self._reader()
 
     # -- what the handler reports ----------------------------------------------------------
     def progress(

@@ -50,6 +50,15 @@ async def read_events(
         after = events[-1].sequence_number
 
 
+async def stored_text(backend: Backend, tenant: str, job_id: str) -> str:
+    """The text deltas of the job's ``output`` events, joined: what its followers were sent."""
+    parts: list[str] = []
+    async for event in read_events(backend, tenant, job_id, after=-1):
+        if event.type == "output" and isinstance(delta := event.data.get("delta"), str):
+            parts.append(delta)
+    return "".join(parts)
+
+
 async def follow_events(
     backend: Backend,
     tenant: str,

@@ -37,5 +37,11 @@ QUEUE_WAIT = Histogram(
     buckets=_SECONDS,
     registry=REGISTRY,
 )
+TOKENS = Counter(
+    "longjobs_model_tokens",
+    "Model tokens the attempts finished by this process spent (type: input or output)",
+    ["kind", "type"],
+    registry=REGISTRY,
+)
 RUNNING = Gauge("longjobs_handlers_running", "Handlers running in this process", registry=REGISTRY)
 STREAMS = Gauge("longjobs_streams_open", "Open SSE and WebSocket streams", registry=REGISTRY)

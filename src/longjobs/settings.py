@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Literal
+
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -41,6 +43,22 @@ class Settings(BaseSettings):
     max_pending_jobs: int = Field(100_000, ge=1, description="pending jobs per tenant")
     stream_send_timeout: float = Field(
         10.0, gt=0, description="a stream client this slow is dropped"
+    )
+
+    upstream_base_url: str | None = Field(
+        None, description="OpenAI-compatible endpoint models are called at (default: OpenAI's)"
+    )
+    upstream_api_key: SecretStr | None = Field(
+        None, description="the key sent to the upstream (default: OPENAI_API_KEY)"
+    )
+    upstream_max_retries: int = Field(
+        4, ge=0, description="retries of an upstream 408/409/429/5xx or lost connection"
+    )
+    upstream_api: Literal["chat", "responses"] = Field(
+        "chat", description="chat completions, or the Responses API in background mode"
+    )
+    upstream_timeout: float = Field(
+        600.0, gt=0, description="longest silence from the upstream before it counts as lost"
     )
 
     @property

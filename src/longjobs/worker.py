@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import time
@@ -46,6 +47,7 @@ from longjobs.execution import (
     start_thread,
     timed_out,
 )
+from longjobs.follow import stored_text
 from longjobs.models import Job, JobError
 from longjobs.settings import Settings
 
@@ -60,6 +62,12 @@ def _count_finish(entry: RunningJob, outcome: Outcome) -> None:
     if isinstance(outcome, Failed) and outcome.retry_in is not None:
         status = "retried"
     metrics.FINISHED.labels(entry.job.kind, status).inc()
+    spent_in = entry.ctx.input_tokens - entry.job.usage.input_tokens
+    spent_out = entry.ctx.output_tokens - entry.job.usage.output_tokens
+    if spent_in > 0:
+        metrics.TOKENS.labels(entry.job.kind, "input").inc(spent_in)
+    if spent_out > 0:
+        metrics.TOKENS.labels(entry.job.kind, "output").inc(spent_out)
     metrics.DURATION.labels(entry.job.kind).observe(time.monotonic() - entry.started)
 
 
@@ -181,7 +189,11 @@ class Worker:
         entry = RunningJob(
             job=job,
             kind=self.app.kinds.get(job.kind),
-            ctx=Context(job, deadline_ts=deadline),
+            ctx=Context(
+                job,
+                deadline_ts=deadline,
+                reader=functools.partial(stored_text, self.backend, job.tenant, job.id),
+            ),
             lease_renewed_at=time.monotonic(),
             started=time.monotonic(),
         )

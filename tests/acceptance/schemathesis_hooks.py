@@ -30,6 +30,10 @@ def contract_rejects(response: Response) -> bool:
         # A body over the server's size limit is refused with 413 however well formed it is;
         # no schema can say how many bytes its instances take.
         return True
+    if problem.get("type") == "/problems/result-expired":
+        # A job submitted with a tiny result_ttl_seconds: its result is gone by the time it is
+        # asked for, and the contract answers 410.
+        return True
     if problem.get("type") == "/problems/idempotency-conflict":
         # The same Idempotency-Key with another body: 422, as the IETF Idempotency-Key draft says.
         return True

@@ -404,7 +404,8 @@ async def test_kinds_lists_names_schemas_and_defaults(h: Harness) -> None:
     listing = response.json()
     assert listing["object"] == "list"
     kinds = {kind["name"]: kind for kind in listing["data"]}
-    assert list(kinds) == ["echo", "explosive", "tick"]
+    assert list(kinds) == ["echo", "explosive", "response", "tick"]  # with the built-in kind
+    assert kinds["response"]["input_schema"]["required"] == ["model", "input"]
     echo = kinds["echo"]
     assert echo["description"] == "Repeat the text ``count`` times."
     assert echo["input_schema"]["required"] == ["text"]

@@ -16,7 +16,7 @@ from longjobs import Context
 from tests.integration.http_harness import Harness, open_harness
 
 UNAUTHENTICATED = {"/healthz", "/readyz"}
-ID_ROUTES = re.compile(r"\{job_id\}")
+ID_ROUTES = re.compile(r"\{(job|response)_id\}")
 
 
 @pytest.fixture
@@ -67,9 +67,13 @@ async def test_every_http_route_is_in_the_document(h: Harness, document: dict[st
 async def test_every_error_answer_is_documented_as_a_problem(document: dict[str, Any]) -> None:
     problem = {"$ref": "#/components/schemas/Problem"}
     errors = 0
+    openai_error = {"$ref": "#/components/schemas/OpenAIErrorBody"}
     for method, path, operation in _operations(document):
         for status, response in operation["responses"].items():
-            if status[0] in "45":
+            if status[0] in "45" and path.startswith("/v1/responses"):  # OpenAI's shape
+                assert response["content"] == {"application/json": {"schema": openai_error}}
+                assert status != "422", (method, path)
+            elif status[0] in "45":
                 errors += 1
                 assert response["content"] == {"application/problem+json": {"schema": problem}}, (
                     method,
@@ -109,7 +113,7 @@ async def test_submission_body_gives_each_kind_its_input_schema(document: dict[s
     body = document["paths"]["/v1/jobs"]["post"]["requestBody"]["content"]["application/json"]
     kinds = {variant["properties"]["kind"]["const"]: variant for variant in body["schema"]["oneOf"]}
 
-    assert sorted(kinds) == ["echo", "explosive", "tick"]
+    assert sorted(kinds) == ["echo", "explosive", "response", "tick"]
     echo = kinds["echo"]
     assert echo["required"] == ["kind", "input"]
     assert echo["additionalProperties"] is False

@@ -57,7 +57,7 @@ def app() -> App:
 
 
 def test_a_kind_is_named_after_its_function(app: App) -> None:
-    assert set(app.kinds) == {"summarize", "count_words", "ping"}
+    assert set(app.kinds) == {"summarize", "count_words", "ping", "response"}  # + the built-in
     assert app.kind("summarize").name == "summarize"
 
 

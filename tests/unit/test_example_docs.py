@@ -219,7 +219,7 @@ def test_naive_bayes_probabilities_and_ties_are_exact() -> None:
 
 
 def test_both_kinds_are_registered_with_their_schemas() -> None:
-    assert set(app.kinds) == {"analyze_document", "classify_batch"}
+    assert set(app.kinds) == {"analyze_document", "classify_batch", "response"}
     assert app.kind("analyze_document").is_async
     assert not app.kind("classify_batch").is_async
     schema = app.kind("analyze_document").input_schema()

@@ -156,7 +156,7 @@ async def test_a_refused_request_fails_the_job_for_good(fake_model: FakeModel) -
     fake_model.status = 401
     with pytest.raises(PermanentError, match="answered 401") as caught:
         await analyze_document(new_context(), DocumentIn(text=sample_document()))
-    assert caught.value.type == "upstream"
+    assert caught.value.type == "upstream_error"
 
 
 async def test_cancelling_closes_the_upstream_stream(fake_model: FakeModel) -> None:

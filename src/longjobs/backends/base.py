@@ -136,6 +136,15 @@ class Change:
 
 
 @dataclass(frozen=True, slots=True)
+class KindUsage:
+    """The model tokens spent by the jobs of one kind."""
+
+    jobs: int
+    input_tokens: int
+    output_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
 class ApiKey:
     """An API key as stored: never the key itself, only its SHA-256."""
 
@@ -261,6 +270,10 @@ class Backend(Protocol):
 
     async def count_pending(self, tenant: str, *, limit: int) -> int:
         """How many of the tenant's jobs are pending, counting no further than ``limit``."""
+
+    async def usage_by_kind(self, tenant: str) -> dict[str, KindUsage]:
+        """The model tokens the tenant's stored jobs spent, summed per kind (kinds that spent
+        none are left out)."""
 
     async def create_api_key(self, key: ApiKey, key_hash: str) -> None:
         """Store a new key by the SHA-256 (hex) of its secret."""

@@ -21,6 +21,7 @@ from longjobs.backends.base import (
     Finish,
     Heartbeat,
     JobUpdate,
+    KindUsage,
     NewJob,
     ResultStream,
     StoredResult,
@@ -421,6 +422,18 @@ class MemoryBackend:
             key = (rec.status.value, rec.new.kind)
             counts[key] = counts.get(key, 0) + 1
         return counts
+
+    async def usage_by_kind(self, tenant: str) -> dict[str, KindUsage]:
+        totals: dict[str, tuple[int, int, int]] = {}
+        for rec in self._jobs.values():
+            if rec.new.tenant == tenant and (rec.input_tokens or rec.output_tokens):
+                jobs, spent_in, spent_out = totals.get(rec.new.kind, (0, 0, 0))
+                totals[rec.new.kind] = (
+                    jobs + 1,
+                    spent_in + rec.input_tokens,
+                    spent_out + rec.output_tokens,
+                )
+        return {kind: KindUsage(*total) for kind, total in totals.items()}
 
     async def count_pending(self, tenant: str, *, limit: int) -> int:
         pending = (r for r in self._jobs.values() if r.new.tenant == tenant)

@@ -20,6 +20,7 @@ from longjobs.backends.base import (
     Finish,
     Heartbeat,
     JobUpdate,
+    KindUsage,
     NewJob,
     ResultStream,
     StoredResult,
@@ -362,6 +363,10 @@ class PostgresBackend:
     async def job_counts(self) -> dict[tuple[str, str], int]:
         rows = await self.db.fetch(Q["job_counts"])
         return {(r["status"], r["kind"]): int(r["n"]) for r in rows}
+
+    async def usage_by_kind(self, tenant: str) -> dict[str, KindUsage]:
+        rows = await self.db.fetch(Q["usage_by_kind"], tenant)
+        return {r["kind"]: KindUsage(int(r["n"]), int(r["i"]), int(r["o"])) for r in rows}
 
     async def count_pending(self, tenant: str, *, limit: int) -> int:
         return int(await self.db.fetchval(Q["count_pending"], tenant, limit))

@@ -25,6 +25,7 @@ from longjobs.backends.base import (
     Finish,
     Heartbeat,
     JobUpdate,
+    KindUsage,
     NewJob,
     ResultStream,
     StoredResult,
@@ -547,6 +548,13 @@ class SQLiteBackend:
         def op(conn: sqlite3.Connection) -> dict[tuple[str, str], int]:
             rows = conn.execute(Q["job_counts"]).fetchall()
             return {(row["status"], row["kind"]): int(row["n"]) for row in rows}
+
+        return await self.readers.run(op)
+
+    async def usage_by_kind(self, tenant: str) -> dict[str, KindUsage]:
+        def op(conn: sqlite3.Connection) -> dict[str, KindUsage]:
+            rows = conn.execute(Q["usage_by_kind"], (tenant,)).fetchall()
+            return {row["kind"]: KindUsage(row["n"], row["i"], row["o"]) for row in rows}
 
         return await self.readers.run(op)
 

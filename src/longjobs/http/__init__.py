@@ -34,6 +34,7 @@ from longjobs.http.lifespan import BackgroundFunction, BackgroundTasks
 from longjobs.http.limits import PendingGate, RateLimiter, StreamSlots
 from longjobs.http.probes import router as probes_router
 from longjobs.http.problems import problem_handlers
+from longjobs.http.responses import router as responses_router
 from longjobs.http.state import APIState
 from longjobs.http.websocket import router as websocket_router
 from longjobs.settings import Settings
@@ -122,6 +123,7 @@ def create_api(
             *events_router.routes,
             *feed_router.routes,
             *websocket_router.routes,
+            *responses_router.routes,
             *probes_router.routes,
         ],
     )

@@ -181,7 +181,7 @@ async def submit_job(request: Request) -> Response:
     check_input(app.kind(submission.kind), submission.input)
     preferences = Preferences.parse(request.headers.getlist("prefer"))  # before the commit
     if state.pending is not None:
-        await _admit(app, state.pending, tenant)
+        await admit(app, state.pending, tenant)
     job, created = await app.submit_idempotent(
         submission.kind,
         submission.input,
@@ -216,7 +216,8 @@ def _idempotency_key(request: Request) -> str | None:
     return key
 
 
-async def _admit(app: App, gate: PendingGate, tenant: str) -> None:
+async def admit(app: App, gate: PendingGate, tenant: str) -> None:
+    """Let a submission through the tenant's cap on pending jobs (429 when it is full)."""
     backend = await app.open()
     await gate.admit(tenant, lambda: backend.count_pending(tenant, limit=gate.limit))
 
@@ -448,3 +449,31 @@ def _kind_resource(app: App, kind: JobKind) -> KindResource:
             result_ttl_seconds=kind.result_ttl_seconds or app.settings.result_ttl_seconds,
         ),
     )
+
+
+# -- usage ---------------------------------------------------------------------------------------
+@router.get("/v1/usage", operation_id="getUsage", response_model=None, responses={200: {}})
+async def get_usage(app: AppDep, tenant: TenantDep) -> Response:
+    """The model tokens the caller's stored jobs spent: in total and per kind. A job counts
+    what every attempt reported, also when it was cancelled or failed; deleted jobs no longer
+    count."""
+    backend = await app.open()
+    by_kind = await backend.usage_by_kind(tenant)
+    spent_in = sum(usage.input_tokens for usage in by_kind.values())
+    spent_out = sum(usage.output_tokens for usage in by_kind.values())
+    body = {
+        "object": "usage",
+        "jobs": sum(usage.jobs for usage in by_kind.values()),
+        "input_tokens": spent_in,
+        "output_tokens": spent_out,
+        "total_tokens": spent_in + spent_out,
+        "by_kind": {
+            kind: {
+                "jobs": usage.jobs,
+                "input_tokens": usage.input_tokens,
+                "output_tokens": usage.output_tokens,
+            }
+            for kind, usage in sorted(by_kind.items())
+        },
+    }
+    return Response(wire_json(body), media_type="application/json")

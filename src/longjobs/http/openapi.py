@@ -24,6 +24,7 @@ from fastapi.openapi.utils import get_openapi
 
 from longjobs.app import App, JobKind
 from longjobs.http.problems import PROBLEM_JSON, RETRY_AFTER
+from longjobs.responses import ResponseInput
 from longjobs.schemas import SubmitRequest
 
 DESCRIPTION = """\
@@ -32,7 +33,10 @@ its progress by polling, Server-Sent Events or WebSocket, fetch its result, canc
 
 * Authentication: `Authorization: Bearer <key>` (keys from `longjobs keys create`). A server
   with no key yet is open, with the one tenant `default`.
-* Errors: every non-2xx answer is `application/problem+json` (RFC 9457) with a stable `type`.
+* Errors: every non-2xx answer is `application/problem+json` (RFC 9457) with a stable `type`,
+  but on `/v1/responses`, which speaks OpenAI's Responses API (background mode) for the
+  `openai` SDKs and answers errors in OpenAI's shape: `{"error": {"message", "type", "param",
+  "code"}}`.
 * Sync fast path: `Prefer: wait=N` on `POST /v1/jobs` answers `200` with the finished job when
   it ends within N seconds (capped by the server), else `202`.
 * WebSocket: `GET /v1/jobs/{job_id}/ws` (not listed below, OpenAPI cannot describe it) sends the
@@ -61,6 +65,22 @@ JOB_LINKS = {
 
 JOB_HEADERS = {"Retry-After": RETRY_AFTER}
 """The headers of an answer holding a job: ``Retry-After`` while it is not finished."""
+
+_RESPONSE_ID = {"response_id": "$response.body#/id"}
+RESPONSE_LINKS = {
+    "get": {"operationId": "getResponse", "parameters": _RESPONSE_ID, "description": "Poll it"},
+    "cancel": {
+        "operationId": "cancelResponse",
+        "parameters": _RESPONSE_ID,
+        "description": "Cancel it",
+    },
+    "delete": {
+        "operationId": "deleteResponse",
+        "parameters": _RESPONSE_ID,
+        "description": "Forget it",
+    },
+}
+"""OpenAPI links from an answer holding a Response to the operations on it."""
 
 SUBMIT_HEADERS = {
     "Location": {
@@ -141,6 +161,7 @@ def install(api: FastAPI, app: App) -> None:
                 routes=api.routes,
             )
             _describe_problems(document)
+            _describe_responses_api(document)
             _drop_null_from_parameters(document)
             _describe_submissions(document, app.kinds)
             api.openapi_schema = document
@@ -150,7 +171,9 @@ def install(api: FastAPI, app: App) -> None:
 
 
 def _describe_problems(document: dict[str, Any]) -> None:
-    for operations in document.get("paths", {}).values():
+    for path, operations in document.get("paths", {}).items():
+        if path.startswith(_RESPONSES_API):
+            continue  # errors in OpenAI's shape
         for operation in operations.values():
             for response in operation.get("responses", {}).values():
                 content = response.get("content", {})
@@ -159,6 +182,23 @@ def _describe_problems(document: dict[str, Any]) -> None:
                     content.pop("application/json", None)
                     content[PROBLEM_JSON] = {"schema": {"$ref": "#/components/schemas/Problem"}}
     schemas = document.get("components", {}).get("schemas", {})
+    for ref in _VALIDATION_REFS:
+        schemas.pop(ref.rsplit("/", 1)[1], None)
+
+
+_RESPONSES_API = "/v1/responses"
+
+
+def _describe_responses_api(document: dict[str, Any]) -> None:
+    """``/v1/responses`` answers bad parameters with 400 (as OpenAI does), never 422; its
+    request body refers to the message models of ``ResponseInput``."""
+    for path, operations in document.get("paths", {}).items():
+        if path.startswith(_RESPONSES_API):
+            for operation in operations.values():
+                operation.get("responses", {}).pop("422", None)
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    definitions = ResponseInput.model_json_schema(ref_template=_COMPONENT + "{model}")
+    schemas.update(definitions.get("$defs", {}))
     for ref in _VALIDATION_REFS:
         schemas.pop(ref.rsplit("/", 1)[1], None)
 

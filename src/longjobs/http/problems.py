@@ -66,7 +66,7 @@ RETRY_AFTER = _header(
 )
 """The OpenAPI description of a ``Retry-After`` answer header (whole seconds)."""
 
-_PROBLEM_HEADERS: dict[int, dict[str, dict[str, Any]]] = {
+PROBLEM_HEADERS: dict[int, dict[str, dict[str, Any]]] = {
     401: {
         "WWW-Authenticate": _header(
             "The Bearer challenge", {"type": "string", "pattern": "^Bearer "}, required=True
@@ -84,8 +84,8 @@ def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
     responses: dict[int | str, dict[str, Any]] = {}
     for status in statuses:
         responses[status] = {"model": Problem, "content": {PROBLEM_JSON: {}}}
-        if status in _PROBLEM_HEADERS:
-            responses[status]["headers"] = _PROBLEM_HEADERS[status]
+        if status in PROBLEM_HEADERS:
+            responses[status]["headers"] = PROBLEM_HEADERS[status]
     return responses
 
 

@@ -119,6 +119,10 @@ UPDATE feed_floor SET value = max(value, (SELECT coalesce(max(change), 0) FROM j
 -- name: job_counts
 SELECT status, kind, count(*) AS n FROM jobs GROUP BY status, kind
 
+-- name: usage_by_kind
+SELECT kind, count(*) AS n, sum(input_tokens) AS i, sum(output_tokens) AS o FROM jobs
+WHERE tenant = ? AND (input_tokens > 0 OR output_tokens > 0) GROUP BY kind
+
 -- name: count_pending
 SELECT count(*) FROM (SELECT 1 FROM jobs WHERE status = 'pending' AND tenant = ? LIMIT ?)
 

@@ -1,0 +1,432 @@
+"""Calling models from handlers: stream a completion into the job, count its tokens, stop it.
+
+``generate`` sends a conversation to an OpenAI-compatible endpoint (OpenAI itself, vLLM,
+Ollama, llama.cpp's server, LiteLLM...) through the official ``openai`` SDK, with streaming, and:
+
+- publishes every text delta with ``ctx.output(delta=...)``, so clients watch the text grow;
+- records the tokens spent with ``ctx.usage(...)`` (the upstream's count, or the deltas received
+  when the stream was cut before the upstream could count);
+- closes the upstream stream as soon as the job is cancelled or overruns its deadline, so
+  generation (and billing) stops; the text produced so far stays in the job's output;
+- on a retried attempt, continues the text the earlier attempts stored instead of starting over:
+  the stored text goes to the upstream as the start of the assistant's answer (a prefill, which
+  vLLM, llama.cpp, Ollama and most self-hosted servers continue), so a client never sees a delta
+  twice or a gap;
+- retries 408/409/429/5xx answers and lost connections (the SDK's retries, honouring
+  ``retry-after``), then hands the job to the retry policy as a ``RetryableError``; other 4xx
+  answers fail the job with an ``upstream_error``.
+
+>>> from longjobs import App, Context, ai
+>>> app = App()
+>>> @app.job(timeout=900)
+... async def summarize(ctx: Context, text: str) -> str:
+...     return await ai.generate(ctx, model="qwen2.5:7b", input=f"Summarize:\\n{text}")
+
+The upstream comes from ``LONGJOBS_UPSTREAM_BASE_URL`` and ``LONGJOBS_UPSTREAM_API_KEY`` (or pass
+``upstream=Upstream(...)``). Needs the ``openai`` extra: ``pip install 'longjobs[openai]'``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import weakref
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from longjobs.context import Context
+from longjobs.errors import ConfigurationError, PermanentError, RetryableError
+from longjobs.models import JSON
+from longjobs.settings import Settings
+
+if TYPE_CHECKING:
+    from openai import AsyncOpenAI
+
+__all__ = ["Generation", "Upstream", "complete", "generate", "to_messages"]
+
+Message = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    """Where models are called: an OpenAI-compatible base URL and its key."""
+
+    base_url: str | None = None
+    """``None``: OpenAI's API."""
+    api_key: str | None = None
+    """``None``: ``OPENAI_API_KEY``; a server without keys gets a placeholder."""
+    max_retries: int = 4
+    timeout: float = 600.0
+    api: Literal["chat", "responses"] = "chat"
+    """``chat``: Chat Completions, which every OpenAI-compatible server speaks. ``responses``:
+    the Responses API in background mode (OpenAI): the upstream response id is checkpointed, so a
+    retried attempt re-attaches to the same generation instead of paying for a second one."""
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Upstream:
+        key = settings.upstream_api_key
+        return cls(
+            base_url=settings.upstream_base_url,
+            api_key=key.get_secret_value() if key is not None else None,
+            max_retries=settings.upstream_max_retries,
+            timeout=settings.upstream_timeout,
+            api=settings.upstream_api,
+        )
+
+    def client(self) -> AsyncOpenAI:
+        """The SDK client for this upstream, one per event loop (its connections belong to it)."""
+        loop = asyncio.get_running_loop()
+        clients = _CLIENTS.setdefault(loop, {})
+        client = clients.get(self)
+        if client is None:
+            client = clients[self] = self._new_client()
+        return client
+
+    def _new_client(self) -> AsyncOpenAI:
+        try:
+            from openai import AsyncOpenAI
+        except ImportError:
+            raise ConfigurationError(
+                "calling models needs the openai package: pip install 'longjobs[openai]'"
+            ) from None
+        key = self.api_key or os.environ.get("OPENAI_API_KEY")
+        if key is None:
+            if self.base_url is None:
+                raise ConfigurationError(
+                    "no upstream configured: set LONGJOBS_UPSTREAM_BASE_URL (and "
+                    "LONGJOBS_UPSTREAM_API_KEY), or OPENAI_API_KEY to call OpenAI"
+                )
+            key = "none"  # self-hosted servers without keys still get a syntactically valid one
+        return AsyncOpenAI(
+            base_url=self.base_url,
+            api_key=key,
+            max_retries=self.max_retries,
+            timeout=self.timeout,
+        )
+
+
+_CLIENTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Upstream, AsyncOpenAI]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Generation:
+    """What a call produced: the whole text (earlier attempts' included) and how it ended."""
+
+    text: str
+    finish_reason: str | None
+    """The upstream's: ``stop``, ``length`` (hit the token limit), ``content_filter``..."""
+    input_tokens: int
+    output_tokens: int
+
+
+def to_messages(
+    input: str | Sequence[Mapping[str, JSON]], instructions: str | None
+) -> list[Message]:
+    """A Responses-style ``input`` (a string, or message items whose content is a string or a
+    list of text parts) and ``instructions`` as Chat Completions messages."""
+    messages: list[Message] = []
+    if instructions:
+        messages.append({"role": "system", "content": instructions})
+    if isinstance(input, str):
+        messages.append({"role": "user", "content": input})
+        return messages
+    for item in input:
+        role = item.get("role")
+        if item.get("type", "message") != "message" or role not in _ROLES:
+            raise ValueError("input items must be messages with role user, assistant or system")
+        messages.append({"role": _ROLES[role], "content": _text_of(item.get("content"))})
+    return messages
+
+
+_ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
+
+
+def _text_of(content: JSON) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = [p.get("text") for p in content if isinstance(p, dict)]
+        strings = [text for text in texts if isinstance(text, str)]
+        if len(strings) == len(content):
+            return "".join(strings)
+    raise ValueError("message content must be a string or a list of text parts")
+
+
+async def generate(
+    ctx: Context,
+    *,
+    model: str,
+    input: str | Sequence[Mapping[str, JSON]],
+    instructions: str | None = None,
+    max_output_tokens: int | None = None,
+    upstream: Upstream | None = None,
+    **params: JSON,
+) -> str:
+    """Stream ``model``'s answer to ``input`` into the job's output and return its whole text.
+
+    ``params`` go to the upstream as they are (``temperature``, ``top_p``, ``seed``...)."""
+    generation = await complete(
+        ctx,
+        model=model,
+        input=input,
+        instructions=instructions,
+        max_output_tokens=max_output_tokens,
+        upstream=upstream,
+        **params,
+    )
+    return generation.text
+
+
+async def complete(
+    ctx: Context,
+    *,
+    model: str,
+    input: str | Sequence[Mapping[str, JSON]],
+    instructions: str | None = None,
+    max_output_tokens: int | None = None,
+    upstream: Upstream | None = None,
+    **params: JSON,
+) -> Generation:
+    """Like ``generate``, with how the generation ended and the tokens it spent."""
+    try:
+        messages = to_messages(input, instructions)
+    except ValueError as exc:
+        raise PermanentError(str(exc), type="invalid_input") from None
+    upstream = upstream or Upstream.from_settings(Settings())
+    prior = await ctx.stored_output() if ctx.attempt > 1 else ""
+    try:
+        client = upstream.client()
+    except ConfigurationError as exc:  # no retry can help: fail the job with the reason
+        raise PermanentError(str(exc), type="upstream_not_configured") from None
+    attach = _attachment(ctx.checkpoint_state) if upstream.api == "responses" else None
+    if upstream.api == "responses" and (attach is not None or not prior):
+        responses_call = _ResponsesCall(ctx, prior)
+        responses_request = {**params, "model": model, "input": messages}
+        if max_output_tokens is not None:
+            responses_request["max_output_tokens"] = max_output_tokens
+        await responses_call.run(client, responses_request, attach)
+        return responses_call.generation()
+    request: dict[str, Any] = {
+        **params,
+        "model": model,
+        "messages": [*messages, {"role": "assistant", "content": prior}] if prior else messages,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    if max_output_tokens is not None:
+        spent = ctx.job.usage.output_tokens if prior else 0
+        request["max_tokens"] = max(1, max_output_tokens - spent)
+    call = _ChatCall(ctx, prior)
+    await call.run(client, request)
+    return call.generation()
+
+
+class _Call:
+    """One streamed upstream call, and what it produced so far."""
+
+    def __init__(self, ctx: Context, prior: str) -> None:
+        self.ctx = ctx
+        self.parts = [prior]
+        self.deltas = 0
+        self.finish_reason: str | None = None
+        self.input_tokens = 0
+        self.output_tokens = 0
+        self.counted = False  # the upstream sent its own token count
+
+    def text(self) -> str:
+        return "".join(self.parts)
+
+    def generation(self) -> Generation:
+        return Generation(
+            text=self.text(),
+            finish_reason=self.finish_reason,
+            input_tokens=self.input_tokens,
+            output_tokens=self.output_tokens,
+        )
+
+    def _delta(self, delta: str) -> None:
+        self.ctx.output(delta=delta)
+        self.parts.append(delta)
+        self.deltas += 1
+
+    def _record_usage(self) -> None:
+        if not self.counted:  # cut short: every delta received counts as a token generated
+            self.output_tokens = self.deltas
+        self.ctx.usage(input_tokens=self.input_tokens, output_tokens=self.output_tokens)
+
+
+class _ChatCall(_Call):
+    """A Chat Completions stream: what every OpenAI-compatible server speaks."""
+
+    async def run(self, client: AsyncOpenAI, request: dict[str, Any]) -> None:
+        import openai
+
+        try:
+            stream = await client.chat.completions.create(**request)
+        except openai.APIError as exc:
+            raise _handler_error(exc) from exc
+        try:
+            async for chunk in stream:
+                self._take(chunk)
+        except openai.APIError as exc:
+            raise _handler_error(exc) from exc
+        finally:
+            # Cancelled or overrun, this runs as the task is interrupted: closing the response
+            # drops the connection, which is how the upstream learns to stop generating.
+            await stream.close()
+            self._record_usage()
+
+    def _take(self, chunk: Any) -> None:
+        usage = chunk.usage
+        if usage is not None:
+            self.counted = True
+            self.input_tokens = usage.prompt_tokens or 0
+            self.output_tokens = usage.completion_tokens or 0
+        for choice in chunk.choices[:1]:
+            delta = choice.delta.content if choice.delta is not None else None
+            if delta:
+                self._delta(delta)
+            if choice.finish_reason:
+                self.finish_reason = choice.finish_reason
+
+
+_CHECKPOINT_KEY = "longjobs.ai"
+"""Where a ``responses`` call keeps its upstream response in the job's checkpoint (a dict; a
+handler's own checkpoint keys are kept)."""
+
+
+def _attachment(state: JSON) -> tuple[str, int] | None:
+    """The upstream response (id, last event seen) an earlier attempt checkpointed, if any."""
+    saved = state.get(_CHECKPOINT_KEY) if isinstance(state, dict) else None
+    if isinstance(saved, dict) and isinstance(saved.get("response"), str):
+        after = saved.get("after")
+        return saved["response"], after if isinstance(after, int) else -1
+    return None
+
+
+_FINISH = {"completed": "stop", "max_output_tokens": "length", "content_filter": "content_filter"}
+
+
+class _ResponsesCall(_Call):
+    """One call of the upstream's Responses API in background mode, followed as a stream.
+
+    Every event's number is checkpointed with the upstream response id; the checkpoint is
+    written with the deltas of the same flush, so the stored text always ends where the
+    checkpoint says, and a retried attempt re-attaches right after it (``starting_after``)."""
+
+    def __init__(self, ctx: Context, prior: str) -> None:
+        super().__init__(ctx, prior)
+        self.upstream_id: str | None = None
+        self.outcome: str | None = None
+        self.error: str | None = None
+
+    async def run(
+        self, client: AsyncOpenAI, request: dict[str, Any], attach: tuple[str, int] | None
+    ) -> None:
+        import openai
+
+        try:
+            if attach is not None:
+                self.upstream_id = attach[0]
+                stream = await client.responses.retrieve(
+                    attach[0], stream=True, starting_after=attach[1]
+                )
+            else:
+                stream = await client.responses.create(**request, background=True, stream=True)
+        except openai.APIError as exc:
+            raise _handler_error(exc) from exc
+        try:
+            async for event in stream:
+                self._take_event(event)
+        except asyncio.CancelledError:
+            # Closing the stream does not stop a background response: cancel it, unless this
+            # attempt is only interrupted (lease lost, shutdown) and the next one re-attaches.
+            if self.ctx.cancel_reason in ("cancel", "timeout"):
+                await self._cancel_upstream(client)
+            raise
+        except openai.APIError as exc:
+            raise _handler_error(exc) from exc
+        finally:
+            await stream.close()
+            self._record_usage()
+        self._check_outcome()
+
+    def _take_event(self, event: Any) -> None:
+        kind = event.type
+        if kind == "response.output_text.delta" and event.delta:
+            self._delta(event.delta)
+        response = getattr(event, "response", None)
+        if response is not None:
+            self.upstream_id = response.id
+            if kind in ("response.completed", "response.incomplete", "response.failed"):
+                self._finished(kind.removeprefix("response."), response)
+        if self.upstream_id is not None:
+            state = self.ctx.checkpoint_state
+            saved = dict(state) if isinstance(state, dict) else {}
+            saved[_CHECKPOINT_KEY] = {"response": self.upstream_id, "after": event.sequence_number}
+            self.ctx.checkpoint(saved)
+
+    def _finished(self, outcome: str, response: Any) -> None:
+        self.outcome = outcome
+        usage = response.usage
+        if usage is not None:
+            self.counted = True
+            self.input_tokens, self.output_tokens = usage.input_tokens, usage.output_tokens
+        details = response.incomplete_details
+        reason = details.reason if outcome == "incomplete" and details is not None else outcome
+        self.finish_reason = _FINISH.get(str(reason), str(reason))
+        if response.error is not None:
+            self.error = str(response.error.message)
+
+    def _check_outcome(self) -> None:
+        if self.outcome is None:  # the stream ended early: the next attempt re-attaches
+            message = f"the upstream stream of {self.upstream_id} ended before the response"
+            raise RetryableError(message, type="upstream_unavailable")
+        if self.outcome == "failed":
+            message = f"the upstream response failed: {self.error or 'no reason given'}"
+            raise PermanentError(message, type="upstream_error")
+
+    async def _cancel_upstream(self, client: AsyncOpenAI) -> None:
+        if self.upstream_id is None:
+            return
+        with contextlib.suppress(Exception):  # best effort: the job is cancelled either way
+            async with asyncio.timeout(5.0):
+                await client.responses.cancel(self.upstream_id)
+
+
+def _handler_error(exc: Exception) -> Exception:
+    """What an SDK error means for the job: retry later, or fail now."""
+    import openai
+
+    if isinstance(exc, openai.APIStatusError):
+        status = exc.status_code
+        message = f"the upstream answered {status}: {_message_of(exc)}"
+        if status in (408, 409, 429) or status >= 500:
+            retry_after = _retry_after(exc.response.headers.get("retry-after"))
+            return RetryableError(message, type="upstream_unavailable", retry_after=retry_after)
+        return PermanentError(message, type="upstream_error")
+    if isinstance(exc, openai.APIConnectionError):  # includes timeouts
+        return RetryableError(
+            f"the upstream could not be reached: {exc}", type="upstream_unavailable"
+        )
+    return RetryableError(f"the upstream stream failed: {_message_of(exc)}", type="upstream_error")
+
+
+def _message_of(exc: Exception) -> str:
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        error = body.get("error", body)
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            return str(error["message"])[:500]
+    return str(exc)[:500]
+
+
+def _retry_after(value: str | None) -> float | None:
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
