@@ -17,7 +17,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from bench import http_scenarios, pg_scenarios, scenarios
+from bench import http_scenarios, pg_scenarios, responses_scenario, scenarios
 from bench.harness import ROOT, Measurement, sqlite_url
 from bench.raw_sqlite import raw_limit
 from tests.pg_server import PostgresServer
@@ -85,6 +85,18 @@ def _plan(
             "pollers-1000",
             lambda: http_scenarios.pollers(
                 tmp, count=100 if quick else 1_000, seconds=3.0 if quick else 10.0
+            ),
+        ),
+        (
+            "responses-500",
+            lambda: responses_scenario.streamed_responses(
+                tmp, clients=100 if quick else 500, tokens=200, rate=50.0
+            ),
+        ),
+        (
+            "responses-500-2w",
+            lambda: responses_scenario.streamed_responses(
+                tmp, clients=100 if quick else 500, tokens=200, rate=50.0, worker_processes=2
             ),
         ),
         ("pg-raw", lambda: pg_scenarios.raw_limit(pg())),

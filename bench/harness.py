@@ -219,8 +219,9 @@ class Watch:
     """Samples a process in a thread while in use (``with``): the peaks of its RSS and open file
     descriptors, and its CPU time, to tell how busy it was during any stretch of the run."""
 
-    def __init__(self, proc: Process, interval: float = 0.1) -> None:
-        self._process = psutil.Process(proc.popen.pid)
+    def __init__(self, proc: Process | subprocess.Popen[Any], interval: float = 0.1) -> None:
+        pid = proc.pid if isinstance(proc, subprocess.Popen) else proc.popen.pid
+        self._process = psutil.Process(pid)
         self._interval = interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)

@@ -362,9 +362,11 @@ async def current_response(app: App, job: Job, tenant: str) -> dict[str, JSON]:
     """The Response of ``job`` now: the result's text once completed, else the stored deltas."""
     result = None
     if job.status is Status.COMPLETED:
-        stored = await app.result(job.id, tenant=tenant)
-        if stored is not None:
-            result = result_of(pydantic_core.from_json(stored.body))
+        raw = job.result  # a result of a few KiB comes with the job: no second read
+        if raw is None and not job.result_expired:
+            stored = await app.result(job.id, tenant=tenant)
+            raw = None if stored is None else pydantic_core.from_json(stored.body)
+        result = result_of(raw)
     if result is not None:
         text = result.text
     else:
