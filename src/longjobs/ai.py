@@ -30,11 +30,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import fnmatch
 import json
 import os
-import weakref
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from longjobs.context import Context
@@ -56,14 +57,24 @@ class Upstream:
 
     base_url: str | None = None
     """``None``: OpenAI's API."""
-    api_key: str | None = None
-    """``None``: ``OPENAI_API_KEY``; a server without keys gets a placeholder."""
+    api_key: str | None = field(default=None, repr=False)
+    """``None``: ``OPENAI_API_KEY`` for OpenAI's API; another server gets a placeholder (an
+    OpenAI key is never sent to a host that is not OpenAI's unless configured as its key)."""
     max_retries: int = 4
     timeout: float = 600.0
-    api: Literal["chat", "responses"] = "chat"
+    api: Literal["auto", "chat", "responses"] = "auto"
     """``chat``: Chat Completions, which every OpenAI-compatible server speaks. ``responses``:
     the Responses API in background mode (OpenAI): the upstream response id is checkpointed, so a
-    retried attempt re-attaches to the same generation instead of paying for a second one."""
+    retried attempt re-attaches to the same generation instead of paying for a second one.
+    ``auto``: ``responses`` for OpenAI's API (no ``base_url``), ``chat`` for any other."""
+    continuation: Literal["prefill", "vllm"] = "prefill"
+    """How a ``chat`` upstream continues the text of an earlier attempt: ``prefill`` sends it as
+    a last, unfinished assistant message (llama.cpp, Ollama and most servers continue it);
+    ``vllm`` adds the ``continue_final_message`` flags vLLM needs for that."""
+
+    @property
+    def uses_responses(self) -> bool:
+        return self.api == "responses" or (self.api == "auto" and self.base_url is None)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Upstream:
@@ -74,7 +85,27 @@ class Upstream:
             max_retries=settings.upstream_max_retries,
             timeout=settings.upstream_timeout,
             api=settings.upstream_api,
+            continuation=settings.upstream_continuation,
         )
+
+    @classmethod
+    def for_model(cls, settings: Settings, model: str) -> Upstream:
+        """The upstream of ``model``: the first of ``settings.upstream_routes`` whose pattern
+        matches its name, else the default one."""
+        upstream = cls.from_settings(settings)
+        for pattern, route in settings.upstream_routes.items():
+            if fnmatch.fnmatchcase(model, pattern):
+                key = upstream.api_key if route.base_url is None else None
+                if route.api_key_env is not None:
+                    key = os.environ.get(route.api_key_env)
+                return dataclasses.replace(
+                    upstream,
+                    base_url=route.base_url or upstream.base_url,
+                    api_key=key,
+                    api=route.api or upstream.api,
+                    continuation=route.continuation or upstream.continuation,
+                )
+        return upstream
 
     def client(self) -> AsyncOpenAI:
         """The SDK client for this upstream, one per event loop (its connections belong to it)."""
@@ -92,7 +123,9 @@ class Upstream:
             raise ConfigurationError(
                 "calling models needs the openai package: pip install 'longjobs[openai]'"
             ) from None
-        key = self.api_key or os.environ.get("OPENAI_API_KEY")
+        key = self.api_key
+        if key is None and self.base_url is None:
+            key = os.environ.get("OPENAI_API_KEY")
         if key is None:
             if self.base_url is None:
                 raise ConfigurationError(
@@ -121,14 +154,22 @@ def _aiohttp_client() -> Any:
         return None
 
 
-_CLIENTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Upstream, AsyncOpenAI]] = (
-    weakref.WeakKeyDictionary()
-)
+_CLIENTS: dict[asyncio.AbstractEventLoop, dict[Upstream, AsyncOpenAI]] = {}
+
+
+async def aclose() -> None:
+    """Close the upstream clients this event loop opened (their connections and sessions); a
+    later call opens new ones. ``Worker.run`` calls it as it stops."""
+    clients = _CLIENTS.pop(asyncio.get_running_loop(), {})
+    for client in clients.values():
+        with contextlib.suppress(Exception):
+            await client.close()
 
 
 @dataclass(frozen=True, slots=True)
 class Generation:
-    """What a call produced: the whole text (earlier attempts' included) and how it ended."""
+    """What a call produced: the whole text (earlier attempts' included), how it ended, and the
+    tokens this attempt added to the job's usage."""
 
     text: str
     finish_reason: str | None
@@ -178,6 +219,7 @@ async def generate(
     instructions: str | None = None,
     max_output_tokens: int | None = None,
     upstream: Upstream | None = None,
+    continue_output: bool = True,
     **params: JSON,
 ) -> str:
     """Stream ``model``'s answer to ``input`` into the job's output and return its whole text.
@@ -190,6 +232,7 @@ async def generate(
         instructions=instructions,
         max_output_tokens=max_output_tokens,
         upstream=upstream,
+        continue_output=continue_output,
         **params,
     )
     return generation.text
@@ -203,34 +246,47 @@ async def complete(
     instructions: str | None = None,
     max_output_tokens: int | None = None,
     upstream: Upstream | None = None,
+    continue_output: bool = True,
     **params: JSON,
 ) -> Generation:
-    """Like ``generate``, with how the generation ended and the tokens it spent."""
+    """Like ``generate``, with how the generation ended and the tokens it spent.
+
+    ``continue_output``: a retried attempt continues the text the job has stored (what its
+    stream clients saw) rather than starting over, which is right when this call writes all of
+    the job's output. A handler that writes other output too, or calls a model more than once,
+    passes False (and keeps its own progress with ``ctx.checkpoint``)."""
     try:
         messages = to_messages(input, instructions)
     except ValueError as exc:
         raise PermanentError(str(exc), type="invalid_input") from None
-    upstream = upstream or Upstream.from_settings(Settings())
-    prior = await ctx.stored_output() if ctx.attempt > 1 else ""
+    upstream = upstream or Upstream.for_model(Settings(), model)
+    prior = await ctx.stored_output() if ctx.attempt > 1 and continue_output else ""
     try:
         client = upstream.client()
     except ConfigurationError as exc:  # no retry can help: fail the job with the reason
         raise PermanentError(str(exc), type="upstream_not_configured") from None
-    attach = _attachment(ctx.checkpoint_state) if upstream.api == "responses" else None
-    if upstream.api == "responses" and (attach is not None or not prior):
-        responses_call = _ResponsesCall(ctx, prior)
-        responses_request = {**params, "model": model, "input": messages}
+    responses = upstream.uses_responses
+    attach = _attachment(ctx.checkpoint_state) if responses and continue_output else None
+    if responses and (attach is not None or not prior):
+        responses_call = _ResponsesCall(ctx, prior, attach)
+        responses_request: dict[str, Any] = {"model": model, "input": messages}
+        if params:  # as they are, also those the SDK has no argument for (top_k, min_p...)
+            responses_request["extra_body"] = params
         if max_output_tokens is not None:
             responses_request["max_output_tokens"] = max_output_tokens
-        await responses_call.run(client, responses_request, attach)
+        await responses_call.run(client, responses_request)
         return responses_call.generation()
+    extra: dict[str, Any] = dict(params)  # as they are, also those the SDK has no argument for
+    if prior and upstream.continuation == "vllm":
+        extra.update(continue_final_message=True, add_generation_prompt=False)
     request: dict[str, Any] = {
-        **params,
         "model": model,
         "messages": [*messages, {"role": "assistant", "content": prior}] if prior else messages,
         "stream": True,
         "stream_options": {"include_usage": True},
     }
+    if extra:
+        request["extra_body"] = extra
     if max_output_tokens is not None:
         spent = ctx.job.usage.output_tokens if prior else 0
         request["max_tokens"] = max(1, max_output_tokens - spent)
@@ -293,6 +349,9 @@ async def sse_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[dict[str, An
             message = f"the upstream stream broke: {type(exc).__name__}: {exc}"
             raise RetryableError(message, type="upstream_unavailable") from exc
         pending += chunk
+        if len(pending) > _MAX_EVENT_BYTES:
+            message = f"the upstream sent an event over {_MAX_EVENT_BYTES} bytes"
+            raise RetryableError(message, type="upstream_error")
         if b"\r" in pending and not pending.endswith(b"\r"):  # a lone CR may precede an LF
             pending = pending.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         *blocks, pending = pending.split(b"\n\n")
@@ -308,12 +367,16 @@ async def sse_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[dict[str, An
                 yield event
 
 
+_MAX_EVENT_BYTES = 16 * 1024 * 1024
+
+
 def _event_of(payload: bytes) -> dict[str, Any] | None:
     """One event's data as an object (None for anything else); an ``error`` raises."""
     event = json.loads(payload)
     if not isinstance(event, dict):
         return None
-    if error := event.get("error"):
+    error = event.get("error") or (event if event.get("type") == "error" else None)
+    if error:
         detail = error.get("message") if isinstance(error, dict) else error
         message = f"the upstream reported an error mid-stream: {detail}"[:1000]
         raise RetryableError(message, type="upstream_error")
@@ -358,13 +421,30 @@ _CHECKPOINT_KEY = "longjobs.ai"
 handler's own checkpoint keys are kept)."""
 
 
-def _attachment(state: JSON) -> tuple[str, int] | None:
-    """The upstream response (id, last event seen) an earlier attempt checkpointed, if any."""
+@dataclass(frozen=True, slots=True)
+class _Attachment:
+    """An upstream response an earlier attempt followed: where it got to, and the tokens the
+    job's usage already counts for it."""
+
+    response: str
+    after: int
+    recorded: tuple[int, int]
+
+
+def _attachment(state: JSON) -> _Attachment | None:
+    """The upstream response an earlier attempt checkpointed, if any."""
     saved = state.get(_CHECKPOINT_KEY) if isinstance(state, dict) else None
-    if isinstance(saved, dict) and isinstance(saved.get("response"), str):
-        after = saved.get("after")
-        return saved["response"], after if isinstance(after, int) else -1
-    return None
+    if not isinstance(saved, dict) or not isinstance(saved.get("response"), str):
+        return None
+    after, recorded = saved.get("after"), saved.get("recorded")
+    counts = (0, 0)
+    if (
+        isinstance(recorded, list)
+        and len(recorded) == 2
+        and all(isinstance(n, int) for n in recorded)
+    ):
+        counts = (recorded[0], recorded[1])
+    return _Attachment(saved["response"], after if isinstance(after, int) else -1, counts)
 
 
 _FINISH = {"completed": "stop", "max_output_tokens": "length", "content_filter": "content_filter"}
@@ -376,23 +456,25 @@ class _ResponsesCall(_Call):
 
     Every event's number is checkpointed with the upstream response id; the checkpoint is
     written with the deltas of the same flush, so the stored text always ends where the
-    checkpoint says, and a retried attempt re-attaches right after it (``starting_after``)."""
+    checkpoint says, and a retried attempt re-attaches right after it (``starting_after``).
+    The checkpoint also keeps the tokens the job's usage already counts for that response, so
+    the upstream's final count (which covers every attempt) is added only once."""
 
-    def __init__(self, ctx: Context, prior: str) -> None:
+    def __init__(self, ctx: Context, prior: str, attach: _Attachment | None) -> None:
         super().__init__(ctx, prior)
-        self.upstream_id: str | None = None
+        self.attach = attach
+        self.upstream_id = attach.response if attach is not None else None
+        self.after = attach.after if attach is not None else -1
+        self.recorded = attach.recorded if attach is not None else (0, 0)
         self.outcome: str | None = None
         self.error: str | None = None
 
-    async def run(
-        self, client: AsyncOpenAI, request: dict[str, Any], attach: tuple[str, int] | None
-    ) -> None:
+    async def run(self, client: AsyncOpenAI, request: dict[str, Any]) -> None:
         import openai
 
         streaming = client.responses.with_streaming_response
-        if attach is not None:
-            self.upstream_id = attach[0]
-            opening = streaming.retrieve(attach[0], stream=True, starting_after=attach[1])
+        if self.upstream_id is not None:
+            opening = streaming.retrieve(self.upstream_id, stream=True, starting_after=self.after)
         else:
             opening = streaming.create(**request, background=True, stream=True)
         try:
@@ -400,9 +482,13 @@ class _ResponsesCall(_Call):
                 async for event in sse_events(response.http_response.aiter_bytes()):
                     self._take_event(event)
         except asyncio.CancelledError:
-            # Closing the stream does not stop a background response: cancel it, unless this
-            # attempt is only interrupted (lease lost, shutdown) and the next one re-attaches.
-            if self.ctx.cancel_reason in ("cancel", "timeout"):
+            # Closing the stream does not stop a background response: cancel it when no later
+            # attempt will re-attach (a cancel, or the last attempt's deadline); an attempt
+            # interrupted otherwise (lease lost, shutdown, a deadline with retries left) leaves
+            # it running for the next attempt.
+            job, reason = self.ctx.job, self.ctx.cancel_reason
+            last = job.attempt >= job.max_attempts
+            if reason == "cancel" or (reason == "timeout" and last):
                 await self._cancel_upstream(client)
             raise
         except openai.APIError as exc:
@@ -423,11 +509,33 @@ class _ResponsesCall(_Call):
             if kind in _FINAL:
                 self._finished(str(kind).removeprefix("response."), response)
         sequence = event.get("sequence_number")
-        if self.upstream_id is not None and isinstance(sequence, int):
-            state = self.ctx.checkpoint_state
-            saved = dict(state) if isinstance(state, dict) else {}
-            saved[_CHECKPOINT_KEY] = {"response": self.upstream_id, "after": sequence}
-            self.ctx.checkpoint(saved)
+        if isinstance(sequence, int):
+            self.after = sequence
+            self._save(self.recorded)
+
+    def _save(self, recorded: tuple[int, int]) -> None:
+        if self.upstream_id is None:
+            return
+        state = self.ctx.checkpoint_state
+        saved = dict(state) if isinstance(state, dict) else {}
+        saved[_CHECKPOINT_KEY] = {
+            "response": self.upstream_id,
+            "after": self.after,
+            "recorded": list(recorded),
+        }
+        self.ctx.checkpoint(saved)
+
+    def _record_usage(self) -> None:
+        """Add what the job's usage does not count yet for this upstream response."""
+        before_in, before_out = self.recorded
+        if self.counted:  # the upstream's totals, every attempt's tokens included
+            total_in, total_out = self.input_tokens, self.output_tokens
+        else:  # cut short: each delta received counts as a token
+            total_in, total_out = before_in, before_out + self.deltas
+        self.input_tokens = max(0, total_in - before_in)
+        self.output_tokens = max(0, total_out - before_out)
+        self.ctx.usage(input_tokens=self.input_tokens, output_tokens=self.output_tokens)
+        self._save((max(total_in, before_in), max(total_out, before_out)))
 
     def _finished(self, outcome: str, response: dict[str, Any]) -> None:
         self.outcome = outcome

@@ -98,7 +98,7 @@ def install(app: App) -> None:
             else [m.model_dump() for m in request.input],
             instructions=request.instructions,
             max_output_tokens=request.max_output_tokens,
-            upstream=ai.Upstream.from_settings(app.settings),
+            upstream=ai.Upstream.for_model(app.settings, request.model),
             **options,
         )
         return ResponseResult(text=generation.text, finish_reason=generation.finish_reason)
@@ -193,8 +193,7 @@ def output_text_part(text: str) -> dict[str, JSON]:
 def _error_of(job: Job) -> dict[str, JSON] | None:
     if job.status is not Status.FAILED or job.error is None:
         return None
-    code = "rate_limit_exceeded" if "429" in job.error.message else "server_error"
-    return {"code": code, "message": f"{job.error.type}: {job.error.message}"}
+    return {"code": "server_error", "message": f"{job.error.type}: {job.error.message}"}
 
 
 def _incomplete_details(result: ResponseResult | None) -> dict[str, JSON]:

@@ -4,8 +4,22 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class UpstreamRoute(BaseModel):
+    """Where the models whose names match one pattern are called (``upstream_routes``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    base_url: str | None = None
+    """``None``: the default upstream's."""
+    api_key_env: str | None = None
+    """The environment variable holding this upstream's key (the key itself stays out of the
+    setting). Without it, a route to another base URL sends no key."""
+    api: Literal["auto", "chat", "responses"] | None = None
+    continuation: Literal["prefill", "vllm"] | None = None
 
 
 class Settings(BaseSettings):
@@ -49,13 +63,23 @@ class Settings(BaseSettings):
         None, description="OpenAI-compatible endpoint models are called at (default: OpenAI's)"
     )
     upstream_api_key: SecretStr | None = Field(
-        None, description="the key sent to the upstream (default: OPENAI_API_KEY)"
+        None, description="the key sent to the upstream (default: OPENAI_API_KEY, for OpenAI's API)"
     )
     upstream_max_retries: int = Field(
         4, ge=0, description="retries of an upstream 408/409/429/5xx or lost connection"
     )
-    upstream_api: Literal["chat", "responses"] = Field(
-        "chat", description="chat completions, or the Responses API in background mode"
+    upstream_api: Literal["auto", "chat", "responses"] = Field(
+        "auto",
+        description="chat completions, or the Responses API in background mode; auto: the "
+        "Responses API for OpenAI's own, chat for any other",
+    )
+    upstream_continuation: Literal["prefill", "vllm"] = Field(
+        "prefill", description="how a chat upstream continues an earlier attempt's text"
+    )
+    upstream_routes: dict[str, UpstreamRoute] = Field(
+        default_factory=dict,
+        description="per-model upstreams, JSON: model pattern (* and ?) → base_url, api_key_env, "
+        "api; the first match wins, other models use the default upstream",
     )
     upstream_timeout: float = Field(
         600.0, gt=0, description="longest silence from the upstream before it counts as lost"

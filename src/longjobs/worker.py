@@ -31,7 +31,7 @@ import time
 from collections.abc import Awaitable
 from typing import Any
 
-from longjobs import metrics
+from longjobs import ai, metrics
 from longjobs.app import App, JobKind
 from longjobs.backends.base import Backend, Cancelled, Completed, Failed, Finish, Outcome
 from longjobs.batching import Batcher
@@ -142,6 +142,7 @@ class Worker:
             for helper in helpers:
                 helper.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
+            await ai.aclose()  # the upstream connections its handlers opened
             log.info("worker %s stopped", self.id)
 
     # -- claiming ------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from longjobs import Context, Job, PermanentError, RetryableError, Status, ai
 from longjobs.errors import ConfigurationError
 from longjobs.follow import stored_text
 from longjobs.models import Usage
+from longjobs.settings import Settings
 from tests.fake_upstream import FakeUpstream, answer, running_upstream
 from tests.integration.worker_harness import (
     events_of,
@@ -35,6 +36,13 @@ def double() -> Iterator[FakeUpstream]:
         yield upstream
 
 
+@pytest.fixture(autouse=True)
+async def closed_clients() -> AsyncIterator[None]:
+    """Each test runs on its own event loop: close the SDK clients it opened on it."""
+    yield
+    await ai.aclose()
+
+
 @pytest.fixture
 def upstream(double: FakeUpstream) -> ai.Upstream:
     double.tokens, double.rate, double.fail_with, double.retry_after = 12, 200.0, [], 0.05
@@ -42,7 +50,11 @@ def upstream(double: FakeUpstream) -> ai.Upstream:
 
 
 def context(
-    attempt: int = 1, stored: str = "", output_tokens: int = 0, checkpoint: Any = None
+    attempt: int = 1,
+    stored: str = "",
+    output_tokens: int = 0,
+    checkpoint: Any = None,
+    max_attempts: int = 3,
 ) -> Context:
     """A handler's context; ``stored`` is the text earlier attempts left in the store."""
     job = Job(
@@ -51,6 +63,7 @@ def context(
         kind="writer",
         status=Status.RUNNING,
         attempt=attempt,
+        max_attempts=max_attempts,
         created_at=datetime.now(UTC),
         usage=Usage(output_tokens=output_tokens),
         checkpoint=checkpoint,
@@ -164,6 +177,32 @@ async def test_an_unreachable_or_missing_upstream_is_a_clear_error(
     assert caught.value.type == "upstream_not_configured"
 
 
+def test_models_are_routed_by_pattern_and_keys_stay_with_their_hosts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("VLLM_KEY", "vllm-secret")
+    routes = {
+        "llama*": {"base_url": "http://vllm:8000/v1", "api_key_env": "VLLM_KEY"},
+        "qwen*": {"base_url": "http://ollama:11434/v1"},
+        "o3-deep-*": {"api": "responses"},
+    }
+    settings = Settings(upstream_api_key="default-secret", upstream_routes=routes)
+
+    llama = ai.Upstream.for_model(settings, "llama-3.1-70b")
+    qwen = ai.Upstream.for_model(settings, "qwen2.5:7b")
+    deep = ai.Upstream.for_model(settings, "o3-deep-research")
+    other = ai.Upstream.for_model(settings, "gpt-4o")
+
+    assert (llama.base_url, llama.api_key) == ("http://vllm:8000/v1", "vllm-secret")
+    assert (qwen.base_url, qwen.api_key) == ("http://ollama:11434/v1", None)  # not the default key
+    assert (deep.base_url, deep.api_key, deep.api) == (None, "default-secret", "responses")
+    assert (other.base_url, other.api_key, other.api) == (None, "default-secret", "auto")
+    assert not llama.uses_responses
+    assert deep.uses_responses
+    assert other.uses_responses  # OpenAI's own API
+    assert "secret" not in repr(llama) + repr(settings)
+
+
 def test_responses_input_becomes_chat_messages() -> None:
     items: list[dict[str, Any]] = [
         {"role": "developer", "content": "rules"},
@@ -199,7 +238,8 @@ async def test_responses_mode_follows_a_background_response(
     assert generation.finish_reason == "stop"
     assert reported(ctx) == (generation.text, 10, 12)
     [record] = double.responses_for("in the background")
-    assert ctx.checkpoint_state == {"longjobs.ai": {"response": record.id, "after": 19}}
+    saved = {"response": record.id, "after": 19, "recorded": [10, 12]}
+    assert ctx.checkpoint_state == {"longjobs.ai": saved}
     assert double.requests[-1]["background"] is True
     assert double.requests[-1]["stream"] is True
 
@@ -223,11 +263,60 @@ async def test_responses_mode_reattaches_after_an_interrupted_attempt(
 
     full = "".join(answer(30))
     assert text == full
-    assert stored + reported(second)[0] == full  # nothing twice, nothing missing
+    new_text, _, output_tokens = reported(second)
+    assert stored + new_text == full  # nothing twice, nothing missing
+    assert output_tokens == 30  # the upstream's total, not added to what was counted before
     [record] = double.responses_for("reattach")  # one generation paid for, followed twice
     assert record.attaches == 2
     assert record.finished
     assert record.cancelled_at is None
+
+
+@pytest.mark.parametrize(
+    ("reason", "attempt", "cancelled"),
+    [("timeout", 1, False), ("timeout", 3, True), ("shutdown", 3, False), ("cancel", 1, True)],
+)
+async def test_responses_mode_leaves_the_upstream_to_a_next_attempt(
+    double: FakeUpstream,
+    background: ai.Upstream,
+    reason: str,
+    attempt: int,
+    cancelled: bool,
+) -> None:
+    """Stopped for a reason another attempt follows (a deadline with attempts left, a
+    shutdown), the upstream response goes on for it to re-attach; otherwise it is cancelled."""
+    double.tokens, double.rate = 500, 100.0
+    prompt = f"stop for {reason} in attempt {attempt}"
+    ctx = context(attempt=attempt, max_attempts=3)
+    task = asyncio.create_task(ai.generate(ctx, model="m", input=prompt, upstream=background))
+    await until(lambda: any(len(r.sent_at) >= 3 for r in double.responses_for(prompt)))
+
+    ctx.request_stop(reason)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.sleep(0.1)
+
+    [record] = double.responses_for(prompt)
+    assert (record.cancelled_at is not None) is cancelled
+    assert ctx.checkpoint_state["longjobs.ai"]["response"] == record.id
+
+
+async def test_chat_continuation_flavours_and_opting_out(
+    double: FakeUpstream, upstream: ai.Upstream
+) -> None:
+    before = "".join(answer(4))
+    vllm = dataclasses.replace(upstream, continuation="vllm")
+    await ai.generate(context(attempt=2, stored=before), model="m", input="v", upstream=vllm)
+    assert double.requests[-1]["continue_final_message"] is True
+    assert double.requests[-1]["add_generation_prompt"] is False
+
+    fresh = context(attempt=2, stored=before)
+    text = await ai.generate(fresh, model="m", input="o", upstream=upstream, continue_output=False)
+    assert text == "".join(answer(12))
+    assert double.requests[-1]["messages"] == [{"role": "user", "content": "o"}]
+    assert ai.Upstream().uses_responses  # OpenAI's own API: background mode
+    assert not upstream.uses_responses  # any other server: Chat Completions
 
 
 async def test_responses_mode_cancel_cancels_the_upstream_response(

@@ -50,6 +50,23 @@ async def test_open_mode_serves_the_default_tenant_without_a_key(tmp_path: Path)
     assert response.status_code == 200
 
 
+async def test_open_mode_ignores_an_invalid_key_but_honours_a_valid_one(tmp_path: Path) -> None:
+    """SDKs always send a key; in open mode an unknown one is not an error. A key made by another
+    process (here: straight in the store, so this App has not seen it) names its tenant even
+    before this server notices that keys exist."""
+    from longjobs.keys import key_hash, new_api_key
+
+    async with open_harness(tmp_path) as h:
+        job = await h.submit()
+        with_dummy = await h.client.get(f"/v1/jobs/{job['id']}", headers=bearer("sk-anything"))
+        record, secret = new_api_key("acme", None)
+        await h.app.backend.create_api_key(record, key_hash(secret))
+        as_acme = await h.client.get(f"/v1/jobs/{job['id']}", headers=bearer(secret))
+
+    assert with_dummy.status_code == 200
+    problem(as_acme, 404, "job-not-found")  # acme's view: the default tenant's job is not there
+
+
 @pytest.mark.parametrize(("method", "path"), ROUTES)
 async def test_once_a_key_exists_every_route_needs_one(
     tmp_path: Path, method: str, path: str

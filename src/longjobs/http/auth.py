@@ -26,24 +26,34 @@ async def tenant_of(connection: HTTPConnection) -> str:
     missing, malformed, unknown or revoked."""
     state = state_of(connection)
     app = state.app
-    if not await app.keys_required():
-        # Open mode: whatever key is sent (SDKs such as OpenAI's always send one) is not read.
-        return DEFAULT_TENANT
     header = connection.headers.get("authorization")
-    if header is None:
-        raise _unauthorized("an API key is required: send Authorization: Bearer <key>", None)
-    scheme, _, token = header.partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
-        raise _unauthorized("the Authorization header must be: Bearer <key>", "invalid_request")
-    tenant = await app.authenticate(token)
-    if tenant is None:
-        raise _unauthorized("the API key is not valid (unknown or revoked)", "invalid_token")
+    if not await app.keys_required():
+        # Open mode: a key that is not valid (SDKs such as OpenAI's always send one) is not an
+        # error. A valid one, made by another process within the last second, names its tenant.
+        token = _bearer_token(header) if header is not None else None
+        tenant = await app.authenticate(token) if token else None
+        if token is None or tenant is None:
+            return DEFAULT_TENANT
+    else:
+        if header is None:
+            raise _unauthorized("an API key is required: send Authorization: Bearer <key>", None)
+        token = _bearer_token(header)
+        if token is None:
+            raise _unauthorized("the Authorization header must be: Bearer <key>", "invalid_request")
+        tenant = await app.authenticate(token)
+        if tenant is None:
+            raise _unauthorized("the API key is not valid (unknown or revoked)", "invalid_token")
     caller = key_hash(token)
     connection.state.longjobs_key = caller
     if state.rate_limiter is not None:
         state.rate_limiter.take(caller)
     return tenant
+
+
+def _bearer_token(header: str) -> str | None:
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
 
 
 def caller_of(connection: HTTPConnection) -> str:

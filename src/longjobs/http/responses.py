@@ -38,6 +38,7 @@ from longjobs.responses import (
     ResponseEvents,
     ResponseInput,
     job_id_of,
+    response_id,
     response_object,
     result_of,
 )
@@ -45,8 +46,9 @@ from longjobs.responses import (
 logger = logging.getLogger("longjobs.http")
 T = TypeVar("T")
 
-_INLINE_WAIT_SECONDS = 60.0
-"""An inline (not background) request waits for its job in steps of this long."""
+_INLINE_WAIT_SECONDS = 5.0
+"""An inline (not background) request waits for its job in steps of this long, and stops
+waiting (the job goes on, retrievable) once its client has gone."""
 
 _CANCEL_WAIT_SECONDS = 10.0
 """A cancel answers once the job is cancelled, or after this long with the job as it is."""
@@ -120,6 +122,8 @@ def _translated(exc: Exception) -> OpenAIError:
         retry = str(max(1, round(exc.retry_after)))
         message = "the job store is unavailable; try again later"
         return OpenAIError(503, message, code="storage_unavailable", headers={"Retry-After": retry})
+    if isinstance(exc, JobNotFound):  # deleted while the request waited for it
+        return _not_found(response_id(exc.job_id))
     if isinstance(exc, IdempotencyConflict):
         message = "this Idempotency-Key was already used with a different request body"
         return OpenAIError(409, message, code="idempotency_conflict")
@@ -268,7 +272,7 @@ async def create_response(
     if stream:
         return _stream(request, state, job, tenant, after=-1)
     if not request_input.background:
-        while not job.is_terminal:
+        while not job.is_terminal and not await request.is_disconnected():
             job = await app.wait(job.id, timeout=_INLINE_WAIT_SECONDS, tenant=tenant)
     return await _response_json(app, job, tenant)
 
