@@ -92,6 +92,8 @@ class FakeUpstream:
     port: int = 0
     _changed: dict[str, asyncio.Event] = field(default_factory=dict, repr=False)
     _generators: dict[str, asyncio.Task[None]] = field(default_factory=dict, repr=False)
+    _generating: set[_Generation] = field(default_factory=set, repr=False)
+    _stepper: asyncio.Future[None] | None = field(default=None, repr=False)
 
     @property
     def base_url(self) -> str:
@@ -281,32 +283,73 @@ class FakeUpstream:
             b"Cache-Control: no-cache\r\nConnection: close\r\n\r\n"
         )
         hangup = asyncio.ensure_future(reader.read(1))  # b"" (or an error) once the client hangs up
+        generation = _Generation(record, writer, hangup, tokens, start, end)
+        self._generating.add(generation)
+        if self._stepper is None or self._stepper.done():
+            self._stepper = asyncio.ensure_future(self._steps())
         try:
-            period = 1.0 / self.rate
-            due = time.monotonic()
-            for i in range(start, end):
-                due += period
-                delay = due - time.monotonic()
-                if delay > 0:  # a plain sleep: a hang-up is seen one token late at most
-                    await asyncio.sleep(delay)
-                if hangup.done():
-                    record.closed_by_client_at = time.monotonic()
-                    return
-                writer.write(_token_chunk(tokens[i]))
-                record.sent_at.append(time.monotonic())
-                if writer.transport.get_write_buffer_size() > 65536:
-                    await writer.drain()
-            finish = "length" if end < len(tokens) else "stop"
-            writer.write(_chunk({}, finish))
-            count = end - start
-            usage = {"prompt_tokens": 10, "completion_tokens": count, "total_tokens": 10 + count}
-            writer.write(_chunk(None, None, usage=usage) + b"data: [DONE]\n\n")
+            await generation.done
             await writer.drain()
-            record.finished = True
         except ConnectionError:
-            record.closed_by_client_at = time.monotonic()
+            record.closed_by_client_at = record.closed_by_client_at or time.monotonic()
         finally:
             hangup.cancel()
+
+    async def _steps(self) -> None:
+        """Decode steps: one token for every open chat stream per ``1 / rate`` seconds, as a
+        serving engine's continuous batching does, from one task (a task per stream would
+        cost the double more CPU than the streams it feeds)."""
+        due = time.monotonic()
+        while self._generating:
+            due += 1.0 / self.rate
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            for generation in list(self._generating):
+                if generation.step():
+                    self._generating.discard(generation)
+
+
+@dataclass(eq=False)
+class _Generation:
+    """One chat stream being generated: where it is, and where it goes."""
+
+    record: StreamRecord
+    writer: asyncio.StreamWriter
+    hangup: asyncio.Future[bytes]
+    tokens: list[str]
+    index: int
+    end: int
+    done: asyncio.Future[None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+    def step(self) -> bool:
+        """Send the next token, or the end; True once the stream is over."""
+        record, writer = self.record, self.writer
+        try:
+            if self.hangup.done() or writer.is_closing():
+                record.closed_by_client_at = time.monotonic()
+            elif self.index < self.end:
+                writer.write(_token_chunk(self.tokens[self.index]))
+                record.sent_at.append(time.monotonic())
+                self.index += 1
+                return False
+            else:
+                finish = "length" if self.end < len(self.tokens) else "stop"
+                count = self.end - record.first_token
+                usage = {
+                    "prompt_tokens": 10,
+                    "completion_tokens": count,
+                    "total_tokens": 10 + count,
+                }
+                writer.write(
+                    _chunk({}, finish) + _chunk(None, None, usage=usage) + b"data: [DONE]\n\n"
+                )
+                record.finished = True
+        except (ConnectionError, RuntimeError):
+            record.closed_by_client_at = time.monotonic()
+        if not self.done.done():
+            self.done.set_result(None)
+        return True
 
 
 def _continued_from(messages: list[dict[str, Any]], tokens: list[str]) -> int:
