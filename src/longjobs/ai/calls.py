@@ -1,169 +1,21 @@
-"""Calling models from handlers: stream a completion into the job, count its tokens, stop it.
-
-``generate`` sends a conversation to an OpenAI-compatible endpoint (OpenAI itself, vLLM,
-Ollama, llama.cpp's server, LiteLLM...) through the official ``openai`` SDK, with streaming, and:
-
-- publishes every text delta with ``ctx.output(delta=...)``, so clients watch the text grow;
-- records the tokens spent with ``ctx.usage(...)`` (the upstream's count, or the deltas received
-  when the stream was cut before the upstream could count);
-- closes the upstream stream as soon as the job is cancelled or overruns its deadline, so
-  generation (and billing) stops; the text produced so far stays in the job's output;
-- on a retried attempt, continues the text the earlier attempts stored instead of starting over:
-  the stored text goes to the upstream as the start of the assistant's answer (a prefill, which
-  vLLM, llama.cpp, Ollama and most self-hosted servers continue), so a client never sees a delta
-  twice or a gap;
-- retries 408/409/429/5xx answers and lost connections (the SDK's retries, honouring
-  ``retry-after``), then hands the job to the retry policy as a ``RetryableError``; other 4xx
-  answers fail the job with an ``upstream_error``.
-
->>> from longjobs import App, Context, ai
->>> app = App()
->>> @app.job(timeout=900)
-... async def summarize(ctx: Context, text: str) -> str:
-...     return await ai.generate(ctx, model="qwen2.5:7b", input=f"Summarize:\\n{text}")
-
-The upstream comes from ``LONGJOBS_UPSTREAM_BASE_URL`` and ``LONGJOBS_UPSTREAM_API_KEY`` (or pass
-``upstream=Upstream(...)``). Needs the ``openai`` extra: ``pip install 'longjobs[openai]'``.
-"""
+"""One streamed call of an upstream model, read as raw Server-Sent Events: Chat Completions
+(``ChatCall``) or a background Responses API response (``ResponsesCall``)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import fnmatch
 import json
-import os
-from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from longjobs.context import Context
-from longjobs.errors import ConfigurationError, PermanentError, RetryableError
+from longjobs.errors import PermanentError, RetryableError
 from longjobs.models import JSON
-from longjobs.settings import Settings
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI
-
-__all__ = ["Generation", "Upstream", "complete", "generate", "to_messages"]
-
-Message = dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class Upstream:
-    """Where models are called: an OpenAI-compatible base URL and its key."""
-
-    base_url: str | None = None
-    """``None``: OpenAI's API."""
-    api_key: str | None = field(default=None, repr=False)
-    """``None``: ``OPENAI_API_KEY`` for OpenAI's API; another server gets a placeholder (an
-    OpenAI key is never sent to a host that is not OpenAI's unless configured as its key)."""
-    max_retries: int = 4
-    timeout: float = 600.0
-    api: Literal["auto", "chat", "responses"] = "auto"
-    """``chat``: Chat Completions, which every OpenAI-compatible server speaks. ``responses``:
-    the Responses API in background mode (OpenAI): the upstream response id is checkpointed, so a
-    retried attempt re-attaches to the same generation instead of paying for a second one.
-    ``auto``: ``responses`` for OpenAI's API (no ``base_url``), ``chat`` for any other."""
-    continuation: Literal["prefill", "vllm"] = "prefill"
-    """How a ``chat`` upstream continues the text of an earlier attempt: ``prefill`` sends it as
-    a last, unfinished assistant message (llama.cpp, Ollama and most servers continue it);
-    ``vllm`` adds the ``continue_final_message`` flags vLLM needs for that."""
-
-    @property
-    def uses_responses(self) -> bool:
-        return self.api == "responses" or (self.api == "auto" and self.base_url is None)
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Upstream:
-        key = settings.upstream_api_key
-        return cls(
-            base_url=settings.upstream_base_url,
-            api_key=key.get_secret_value() if key is not None else None,
-            max_retries=settings.upstream_max_retries,
-            timeout=settings.upstream_timeout,
-            api=settings.upstream_api,
-            continuation=settings.upstream_continuation,
-        )
-
-    @classmethod
-    def for_model(cls, settings: Settings, model: str) -> Upstream:
-        """The upstream of ``model``: the first of ``settings.upstream_routes`` whose pattern
-        matches its name, else the default one."""
-        upstream = cls.from_settings(settings)
-        for pattern, route in settings.upstream_routes.items():
-            if fnmatch.fnmatchcase(model, pattern):
-                key = upstream.api_key if route.base_url is None else None
-                if route.api_key_env is not None:
-                    key = os.environ.get(route.api_key_env)
-                return dataclasses.replace(
-                    upstream,
-                    base_url=route.base_url or upstream.base_url,
-                    api_key=key,
-                    api=route.api or upstream.api,
-                    continuation=route.continuation or upstream.continuation,
-                )
-        return upstream
-
-    def client(self) -> AsyncOpenAI:
-        """The SDK client for this upstream, one per event loop (its connections belong to it)."""
-        loop = asyncio.get_running_loop()
-        clients = _CLIENTS.setdefault(loop, {})
-        client = clients.get(self)
-        if client is None:
-            client = clients[self] = self._new_client()
-        return client
-
-    def _new_client(self) -> AsyncOpenAI:
-        try:
-            from openai import AsyncOpenAI
-        except ImportError:
-            raise ConfigurationError(
-                "calling models needs the openai package: pip install 'longjobs[openai]'"
-            ) from None
-        key = self.api_key
-        if key is None and self.base_url is None:
-            key = os.environ.get("OPENAI_API_KEY")
-        if key is None:
-            if self.base_url is None:
-                raise ConfigurationError(
-                    "no upstream configured: set LONGJOBS_UPSTREAM_BASE_URL (and "
-                    "LONGJOBS_UPSTREAM_API_KEY), or OPENAI_API_KEY to call OpenAI"
-                )
-            key = "none"  # self-hosted servers without keys still get a syntactically valid one
-        return AsyncOpenAI(
-            base_url=self.base_url,
-            api_key=key,
-            max_retries=self.max_retries,
-            timeout=self.timeout,
-            http_client=_aiohttp_client(),
-        )
-
-
-def _aiohttp_client() -> Any:
-    """The SDK's aiohttp transport when aiohttp is installed (``longjobs[openai]`` installs it),
-    else None (the SDK's default). The SDK recommends it for many concurrent requests: a worker
-    following hundreds of token streams spends ~45 µs a token with it, ~80 µs without."""
-    import openai
-
-    try:
-        return openai.DefaultAioHttpClient()
-    except (AttributeError, RuntimeError):  # an older SDK, or no aiohttp
-        return None
-
-
-_CLIENTS: dict[asyncio.AbstractEventLoop, dict[Upstream, AsyncOpenAI]] = {}
-
-
-async def aclose() -> None:
-    """Close the upstream clients this event loop opened (their connections and sessions); a
-    later call opens new ones. ``Worker.run`` calls it as it stops."""
-    clients = _CLIENTS.pop(asyncio.get_running_loop(), {})
-    for client in clients.values():
-        with contextlib.suppress(Exception):
-            await client.close()
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,123 +28,6 @@ class Generation:
     """The upstream's: ``stop``, ``length`` (hit the token limit), ``content_filter``..."""
     input_tokens: int
     output_tokens: int
-
-
-def to_messages(
-    input: str | Sequence[Mapping[str, JSON]], instructions: str | None
-) -> list[Message]:
-    """A Responses-style ``input`` (a string, or message items whose content is a string or a
-    list of text parts) and ``instructions`` as Chat Completions messages."""
-    messages: list[Message] = []
-    if instructions:
-        messages.append({"role": "system", "content": instructions})
-    if isinstance(input, str):
-        messages.append({"role": "user", "content": input})
-        return messages
-    for item in input:
-        role = item.get("role")
-        if item.get("type", "message") != "message" or role not in _ROLES:
-            raise ValueError("input items must be messages with role user, assistant or system")
-        messages.append({"role": _ROLES[role], "content": _text_of(item.get("content"))})
-    return messages
-
-
-_ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
-
-
-def _text_of(content: JSON) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        texts = [p.get("text") for p in content if isinstance(p, dict)]
-        strings = [text for text in texts if isinstance(text, str)]
-        if len(strings) == len(content):
-            return "".join(strings)
-    raise ValueError("message content must be a string or a list of text parts")
-
-
-async def generate(
-    ctx: Context,
-    *,
-    model: str,
-    input: str | Sequence[Mapping[str, JSON]],
-    instructions: str | None = None,
-    max_output_tokens: int | None = None,
-    upstream: Upstream | None = None,
-    continue_output: bool = True,
-    **params: JSON,
-) -> str:
-    """Stream ``model``'s answer to ``input`` into the job's output and return its whole text.
-
-    ``params`` go to the upstream as they are (``temperature``, ``top_p``, ``seed``...)."""
-    generation = await complete(
-        ctx,
-        model=model,
-        input=input,
-        instructions=instructions,
-        max_output_tokens=max_output_tokens,
-        upstream=upstream,
-        continue_output=continue_output,
-        **params,
-    )
-    return generation.text
-
-
-async def complete(
-    ctx: Context,
-    *,
-    model: str,
-    input: str | Sequence[Mapping[str, JSON]],
-    instructions: str | None = None,
-    max_output_tokens: int | None = None,
-    upstream: Upstream | None = None,
-    continue_output: bool = True,
-    **params: JSON,
-) -> Generation:
-    """Like ``generate``, with how the generation ended and the tokens it spent.
-
-    ``continue_output``: a retried attempt continues the text the job has stored (what its
-    stream clients saw) rather than starting over, which is right when this call writes all of
-    the job's output. A handler that writes other output too, or calls a model more than once,
-    passes False (and keeps its own progress with ``ctx.checkpoint``)."""
-    try:
-        messages = to_messages(input, instructions)
-    except ValueError as exc:
-        raise PermanentError(str(exc), type="invalid_input") from None
-    upstream = upstream or Upstream.for_model(Settings(), model)
-    prior = await ctx.stored_output() if ctx.attempt > 1 and continue_output else ""
-    try:
-        client = upstream.client()
-    except ConfigurationError as exc:  # no retry can help: fail the job with the reason
-        raise PermanentError(str(exc), type="upstream_not_configured") from None
-    responses = upstream.uses_responses
-    attach = _attachment(ctx.checkpoint_state) if responses and continue_output else None
-    if responses and (attach is not None or not prior):
-        responses_call = _ResponsesCall(ctx, prior, attach)
-        responses_request: dict[str, Any] = {"model": model, "input": messages}
-        if params:  # as they are, also those the SDK has no argument for (top_k, min_p...)
-            responses_request["extra_body"] = params
-        if max_output_tokens is not None:
-            responses_request["max_output_tokens"] = max_output_tokens
-        await responses_call.run(client, responses_request)
-        return responses_call.generation()
-    extra: dict[str, Any] = dict(params)  # as they are, also those the SDK has no argument for
-    if prior and upstream.continuation == "vllm":
-        extra.update(continue_final_message=True, add_generation_prompt=False)
-    request: dict[str, Any] = {
-        "model": model,
-        "messages": [*messages, {"role": "assistant", "content": prior}] if prior else messages,
-        "stream": True,
-        "stream_options": {"include_usage": True},
-    }
-    if extra:
-        request["extra_body"] = extra
-    if max_output_tokens is not None:
-        spent = ctx.job.usage.output_tokens if prior else 0
-        request["max_tokens"] = max(1, max_output_tokens - spent)
-    call = _ChatCall(ctx, prior)
-    await call.run(client, request)
-    return call.generation()
 
 
 class _Call:
@@ -383,7 +118,7 @@ def _event_of(payload: bytes) -> dict[str, Any] | None:
     return event
 
 
-class _ChatCall(_Call):
+class ChatCall(_Call):
     """A Chat Completions stream: what every OpenAI-compatible server speaks."""
 
     async def run(self, client: AsyncOpenAI, request: dict[str, Any]) -> None:
@@ -422,7 +157,7 @@ handler's own checkpoint keys are kept)."""
 
 
 @dataclass(frozen=True, slots=True)
-class _Attachment:
+class Attachment:
     """An upstream response an earlier attempt followed: where it got to, and the tokens the
     job's usage already counts for it."""
 
@@ -431,7 +166,7 @@ class _Attachment:
     recorded: tuple[int, int]
 
 
-def _attachment(state: JSON) -> _Attachment | None:
+def attachment(state: JSON) -> Attachment | None:
     """The upstream response an earlier attempt checkpointed, if any."""
     saved = state.get(_CHECKPOINT_KEY) if isinstance(state, dict) else None
     if not isinstance(saved, dict) or not isinstance(saved.get("response"), str):
@@ -444,14 +179,14 @@ def _attachment(state: JSON) -> _Attachment | None:
         and all(isinstance(n, int) for n in recorded)
     ):
         counts = (recorded[0], recorded[1])
-    return _Attachment(saved["response"], after if isinstance(after, int) else -1, counts)
+    return Attachment(saved["response"], after if isinstance(after, int) else -1, counts)
 
 
 _FINISH = {"completed": "stop", "max_output_tokens": "length", "content_filter": "content_filter"}
 _FINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
 
 
-class _ResponsesCall(_Call):
+class ResponsesCall(_Call):
     """One call of the upstream's Responses API in background mode, followed as a stream.
 
     Every event's number is checkpointed with the upstream response id; the checkpoint is
@@ -460,7 +195,7 @@ class _ResponsesCall(_Call):
     The checkpoint also keeps the tokens the job's usage already counts for that response, so
     the upstream's final count (which covers every attempt) is added only once."""
 
-    def __init__(self, ctx: Context, prior: str, attach: _Attachment | None) -> None:
+    def __init__(self, ctx: Context, prior: str, attach: Attachment | None) -> None:
         super().__init__(ctx, prior)
         self.attach = attach
         self.upstream_id = attach.response if attach is not None else None
