@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,13 @@ from longjobs.errors import ConfigurationError
 from longjobs.follow import stored_text
 from longjobs.models import Usage
 from longjobs.settings import Settings
-from tests.fake_upstream import FakeUpstream, answer, running_upstream
+from tests.fake_upstream import (
+    BackgroundRecord,
+    FakeUpstream,
+    StreamRecord,
+    answer,
+    running_upstream,
+)
 from tests.integration.worker_harness import (
     events_of,
     make_app,
@@ -122,19 +128,34 @@ async def test_a_retried_attempt_continues_the_stored_text(
     assert double.streams_for("continue me")[-1].first_token == 5
 
 
+async def stopped_midway(
+    ctx: Context,
+    prompt: str,
+    upstream: ai.Upstream,
+    sent: Callable[[], Sequence[StreamRecord | BackgroundRecord]],
+    reason: str,
+) -> float:
+    """Run ``generate`` until the double has sent a few tokens, then stop it as the worker
+    does (the reason, then the task's cancellation); the monotonic time of the stop."""
+    task = asyncio.create_task(ai.generate(ctx, model="m", input=prompt, upstream=upstream))
+    await until(lambda: any(len(record.sent_at) >= 3 for record in sent()))
+    stopped = time.monotonic()
+    ctx.request_stop(reason)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    return stopped
+
+
 async def test_cancelling_the_handler_closes_the_upstream_and_keeps_the_text(
     double: FakeUpstream, upstream: ai.Upstream
 ) -> None:
     double.tokens, double.rate = 500, 50.0
     ctx = context()
-    task = asyncio.create_task(ai.generate(ctx, model="m", input="stop me", upstream=upstream))
-    await until(lambda: any(len(r.sent_at) >= 5 for r in double.streams_for("stop me")))
 
-    stopped = time.monotonic()
-    ctx.request_stop("cancel")
-    task.cancel()  # what the worker does
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    stopped = await stopped_midway(
+        ctx, "stop me", upstream, lambda: double.streams_for("stop me"), "cancel"
+    )
 
     [record] = double.streams_for("stop me")
     await until(lambda: record.closed_by_client, timeout=5)
@@ -249,12 +270,10 @@ async def test_responses_mode_reattaches_after_an_interrupted_attempt(
 ) -> None:
     double.tokens, double.rate = 30, 100.0
     first = context()
-    task = asyncio.create_task(ai.generate(first, model="m", input="reattach", upstream=background))
-    await until(lambda: any(len(r.sent_at) >= 5 for r in double.responses_for("reattach")))
-    first.request_stop("shutdown")  # the worker stops: the next attempt must go on with it
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    # The worker shuts down: the next attempt must go on with the same upstream response.
+    await stopped_midway(
+        first, "reattach", background, lambda: double.responses_for("reattach"), "shutdown"
+    )
     stored, _, spent = reported(first)
     saved = first.checkpoint_state
 
@@ -288,13 +307,8 @@ async def test_responses_mode_leaves_the_upstream_to_a_next_attempt(
     double.tokens, double.rate = 500, 100.0
     prompt = f"stop for {reason} in attempt {attempt}"
     ctx = context(attempt=attempt, max_attempts=3)
-    task = asyncio.create_task(ai.generate(ctx, model="m", input=prompt, upstream=background))
-    await until(lambda: any(len(r.sent_at) >= 3 for r in double.responses_for(prompt)))
 
-    ctx.request_stop(reason)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    await stopped_midway(ctx, prompt, background, lambda: double.responses_for(prompt), reason)
     await asyncio.sleep(0.1)
 
     [record] = double.responses_for(prompt)
@@ -324,14 +338,10 @@ async def test_responses_mode_cancel_cancels_the_upstream_response(
 ) -> None:
     double.tokens, double.rate = 500, 50.0
     ctx = context()
-    task = asyncio.create_task(ai.generate(ctx, model="m", input="bg cancel", upstream=background))
-    await until(lambda: any(len(r.sent_at) >= 3 for r in double.responses_for("bg cancel")))
 
-    stopped = time.monotonic()
-    ctx.request_stop("cancel")
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    stopped = await stopped_midway(
+        ctx, "bg cancel", background, lambda: double.responses_for("bg cancel"), "cancel"
+    )
 
     [record] = double.responses_for("bg cancel")
     assert record.cancelled_at is not None
