@@ -330,6 +330,7 @@ async def test_chat_continuation_flavours_and_opting_out(
     assert text == "".join(answer(12))
     assert double.requests[-1]["messages"] == [{"role": "user", "content": "o"}]
     assert ai.Upstream().uses_responses  # OpenAI's own API: background mode
+    assert ai.Upstream(base_url="https://api.openai.com/v1").uses_responses
     assert not upstream.uses_responses  # any other server: Chat Completions
 
 

@@ -10,6 +10,7 @@ import fnmatch
 import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
 
 from longjobs.errors import ConfigurationError
 from longjobs.settings import Settings
@@ -33,7 +34,8 @@ class Upstream:
     """``chat``: Chat Completions, which every OpenAI-compatible server speaks. ``responses``:
     the Responses API in background mode (OpenAI): the upstream response id is checkpointed, so a
     retried attempt re-attaches to the same generation instead of paying for a second one.
-    ``auto``: ``responses`` for OpenAI's API (no ``base_url``), ``chat`` for any other."""
+    ``auto``: ``responses`` for OpenAI's API (no ``base_url``, or api.openai.com), ``chat`` for
+    any other."""
     continuation: Literal["prefill", "vllm"] = "prefill"
     """How a ``chat`` upstream continues the text of an earlier attempt: ``prefill`` sends it as
     a last, unfinished assistant message (llama.cpp, Ollama and most servers continue it);
@@ -41,7 +43,12 @@ class Upstream:
 
     @property
     def uses_responses(self) -> bool:
-        return self.api == "responses" or (self.api == "auto" and self.base_url is None)
+        return self.api == "responses" or (self.api == "auto" and self.is_openai)
+
+    @property
+    def is_openai(self) -> bool:
+        """OpenAI's own API: the SDK's default, or its address given explicitly."""
+        return self.base_url is None or urlsplit(self.base_url).hostname == "api.openai.com"
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Upstream:
@@ -91,7 +98,7 @@ class Upstream:
                 "calling models needs the openai package: pip install 'longjobs[openai]'"
             ) from None
         key = self.api_key
-        if key is None and self.base_url is None:
+        if key is None and self.is_openai:
             key = os.environ.get("OPENAI_API_KEY")
         if key is None:
             if self.base_url is None:
