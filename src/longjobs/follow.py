@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from collections.abc import AsyncGenerator, AsyncIterator
 
 from longjobs.backends.base import Backend
@@ -57,6 +58,40 @@ async def stored_text(backend: Backend, tenant: str, job_id: str) -> str:
         if event.type == "output" and isinstance(delta := event.data.get("delta"), str):
             parts.append(delta)
     return "".join(parts)
+
+
+class OutputTexts:
+    """The text deltas of jobs' ``output`` events, remembered per job so that the next look at a
+    job reads only the events that came since (a poll of a long generation costs one short read,
+    not the whole log). Holds at most ``max_chars`` characters; the least recently used go first.
+    """
+
+    def __init__(self, max_chars: int = 16_000_000) -> None:
+        self.max_chars = max_chars
+        self._texts: OrderedDict[tuple[str, str], tuple[int, str]] = OrderedDict()
+        self._chars = 0
+
+    def __len__(self) -> int:
+        """How many jobs' texts are held."""
+        return len(self._texts)
+
+    async def text(self, backend: Backend, tenant: str, job_id: str) -> str:
+        """The job's text so far; raises JobNotFound."""
+        key = (tenant, job_id)
+        last, text = self._texts.pop(key, (-1, ""))
+        self._chars -= len(text)
+        parts = [text]
+        async for event in read_events(backend, tenant, job_id, after=last):
+            if event.type == "output" and isinstance(delta := event.data.get("delta"), str):
+                parts.append(delta)
+            last = event.sequence_number
+        text = "".join(parts)
+        self._texts[key] = (last, text)
+        self._chars += len(text)
+        while self._chars > self.max_chars and len(self._texts) > 1:
+            _, (_, dropped) = self._texts.popitem(last=False)
+            self._chars -= len(dropped)
+        return text
 
 
 async def follow_events(

@@ -24,7 +24,7 @@ from starlette.responses import JSONResponse, Response
 
 from longjobs.app import App
 from longjobs.errors import IdempotencyConflict, JobNotFound, StorageError, StorageUnavailable
-from longjobs.follow import follow_events, stored_text
+from longjobs.follow import OutputTexts, follow_events
 from longjobs.http.dependencies import StateDep, TenantDep
 from longjobs.http.events import MAX_SEQUENCE, stream_response
 from longjobs.http.jobs import admit, wire_json
@@ -375,8 +375,12 @@ async def current_response(app: App, job: Job, tenant: str) -> dict[str, JSON]:
         text = result.text
     else:
         backend = await app.open()
-        text = await _translate_missing(stored_text(backend, tenant, job.id), job.id)
+        text = await _translate_missing(_TEXTS.text(backend, tenant, job.id), job.id)
     return response_object(job, text, result)
+
+
+_TEXTS = OutputTexts()
+"""The text of the responses this process has looked at, read on from where it was."""
 
 
 # -- streams ---------------------------------------------------------------------------------------
