@@ -53,11 +53,20 @@ async def read_events(
 
 async def stored_text(backend: Backend, tenant: str, job_id: str) -> str:
     """The text deltas of the job's ``output`` events, joined: what its followers were sent."""
-    parts: list[str] = []
-    async for event in read_events(backend, tenant, job_id, after=-1):
+    _, text = await _text_after(backend, tenant, job_id, -1, "")
+    return text
+
+
+async def _text_after(
+    backend: Backend, tenant: str, job_id: str, after: int, text: str
+) -> tuple[int, str]:
+    """``text`` and the output deltas after event ``after``; the last event's number read."""
+    parts = [text]
+    async for event in read_events(backend, tenant, job_id, after=after):
         if event.type == "output" and isinstance(delta := event.data.get("delta"), str):
             parts.append(delta)
-    return "".join(parts)
+        after = event.sequence_number
+    return after, "".join(parts)
 
 
 class OutputTexts:
@@ -80,12 +89,7 @@ class OutputTexts:
         key = (tenant, job_id)
         last, text = self._texts.pop(key, (-1, ""))
         self._chars -= len(text)
-        parts = [text]
-        async for event in read_events(backend, tenant, job_id, after=last):
-            if event.type == "output" and isinstance(delta := event.data.get("delta"), str):
-                parts.append(delta)
-            last = event.sequence_number
-        text = "".join(parts)
+        last, text = await _text_after(backend, tenant, job_id, last, text)
         self._texts[key] = (last, text)
         self._chars += len(text)
         while self._chars > self.max_chars and len(self._texts) > 1:

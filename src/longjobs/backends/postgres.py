@@ -49,7 +49,7 @@ from longjobs.backends.rows import (
     job_from_row,
     status_event,
 )
-from longjobs.backends.settle import lease_expired, settle, update_rounds
+from longjobs.backends.settle import lease_expired, lease_expired_event, settle, update_rounds
 from longjobs.errors import IdempotencyConflict, StorageError
 from longjobs.models import Event, Job, Page, Status
 from longjobs.settings import Settings
@@ -493,12 +493,7 @@ async def _sweep(tx: Tx) -> Sweep:
         )
         if ended is not None:
             counts[status] += 1
-            data = status_event(
-                status,
-                row["attempt"],
-                error.model_dump() if error else None,
-                reason="lease_expired",
-            )
+            data = lease_expired_event(status, row["attempt"], error)
             await _insert_status(tx, ended["num"], row["id"], ended["last_seq"], data)
     if counts[Status.PENDING]:
         tx.notes.add(WORK)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from longjobs.backends.base import Completed, Failed, JobUpdate, Outcome
 from longjobs.backends.rows import dumps, status_event
-from longjobs.models import JobError, Status
+from longjobs.models import JSON, JobError, Status
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +98,12 @@ def lease_expired(
             retryable=False,
         )
     return Status.PENDING, None
+
+
+def lease_expired_event(status: Status, attempt: int, error: JobError | None) -> dict[str, JSON]:
+    """The status event of a job whose lease ran out (``lease_expired``'s decision)."""
+    dumped = error.model_dump() if error else None
+    return status_event(status, attempt, dumped, reason="lease_expired")
 
 
 def update_rounds(updates: Sequence[JobUpdate]) -> list[list[JobUpdate]]:

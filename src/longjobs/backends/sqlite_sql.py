@@ -13,7 +13,7 @@ from longjobs.backends.base import Sweep
 from longjobs.backends.notify import WORK, job_key
 from longjobs.backends.queries import load_queries
 from longjobs.backends.rows import JOB_SELECT, dumps, status_event
-from longjobs.backends.settle import lease_expired
+from longjobs.backends.settle import lease_expired, lease_expired_event
 from longjobs.backends.sqlite_db import Tx, connect, is_busy
 from longjobs.errors import ConfigurationError, SchemaVersionError
 from longjobs.models import Status
@@ -139,12 +139,7 @@ def sweep_expired(tx: Tx) -> Sweep:
         ).fetchone()
         if ended is not None:
             counts[status] += 1
-            data = status_event(
-                status,
-                row["attempt"],
-                error.model_dump() if error else None,
-                reason="lease_expired",
-            )
+            data = lease_expired_event(status, row["attempt"], error)
             insert_status(tx, (ended["num"], row["id"]), ended["last_seq"], data)
     if counts[Status.PENDING]:
         tx.notes.add(WORK)
