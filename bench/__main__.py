@@ -17,7 +17,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from bench import http_scenarios, pg_scenarios, responses_scenario, scenarios
+from bench import http_scenarios, pg_scenarios, responses_scenario, scenarios, webhooks_scenario
 from bench.harness import ROOT, Measurement, sqlite_url
 from bench.raw_sqlite import raw_limit
 from tests.pg_server import PostgresServer
@@ -99,6 +99,14 @@ def _plan(
                 tmp, clients=100 if quick else 500, tokens=200, rate=50.0, worker_processes=2
             ),
         ),
+        (
+            "webhooks-2000",
+            lambda: [
+                webhooks_scenario.delivered(
+                    lite("webhooks"), jobs=500 if quick else 2_000, processes=1
+                )
+            ],
+        ),
         ("pg-raw", lambda: pg_scenarios.raw_limit(pg())),
         (
             "pg-drain-1",
@@ -121,6 +129,14 @@ def _plan(
             lambda: [pg_scenarios.cross_server_latency(pg(), jobs=50 if quick else 300)],
         ),
         ("pg-cancel", lambda: [pg_scenarios.cross_server_cancel(pg(), jobs=10 if quick else 50)]),
+        (
+            "pg-webhooks-2000",
+            lambda: [
+                webhooks_scenario.delivered(
+                    pgdb(), jobs=500 if quick else 2_000, processes=2, store=PG
+                )
+            ],
+        ),
     ]
 
 

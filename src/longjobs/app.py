@@ -42,6 +42,7 @@ from longjobs.keys import key_hash, new_api_key
 from longjobs.models import JSON, Event, Job, JobError, Page, Status, new_job_id
 from longjobs.retry import RetryPolicy
 from longjobs.settings import Settings
+from longjobs.webhooks.ssrf import Resolver, system_resolver
 
 DEFAULT_TENANT = "default"
 
@@ -159,6 +160,9 @@ class SubmitOptions(TypedDict, total=False):
     delay_seconds: float
     metadata: dict[str, JSON] | None
     idempotency_key: str | None
+    webhook_url: str | None
+    """Where to POST the job's terminal event (the API checks it against the SSRF rules
+    first; every delivery is checked again)."""
 
 
 class App:
@@ -179,6 +183,9 @@ class App:
     ):
         self.settings = settings or Settings()
         self.database_url = database_url or self.settings.database_url
+        self.webhook_resolver: Resolver = system_resolver
+        """How webhook hosts are resolved, at registration and at each delivery (tests and
+        deployments with their own name service may replace it)."""
         self.kinds: dict[str, JobKind] = {}
         self._backend: Backend | None = None
         self._opening: asyncio.Lock | None = None
@@ -339,6 +346,7 @@ class App:
             metadata=options.get("metadata") or {},
             idempotency_key=idempotency_key,
             request_hash=body_hash,
+            webhook_url=options.get("webhook_url"),
         )
 
     async def submit_many(

@@ -123,6 +123,7 @@ class Job:
     expires_at: datetime | None = None
     lease_owner: str | None = None
     last_sequence_number: int = 0
+    webhook_url: str | None = None
 
     @property
     def is_terminal(self) -> bool:

@@ -22,14 +22,13 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from longjobs import ai
+from longjobs.backends.outbox import INCOMPLETE_FINISH_REASONS
+from longjobs.backends.outbox import RESPONSE_KIND as RESPONSE_KIND  # the built-in kind
 from longjobs.context import Context
 from longjobs.models import JSON, Event, Job, Status
 
 if TYPE_CHECKING:
     from longjobs.app import App
-
-RESPONSE_KIND = "response"
-"""The built-in job kind of ``/v1/responses``."""
 
 _JOB_PREFIX, _RESPONSE_PREFIX = "job_", "resp_"
 
@@ -140,7 +139,7 @@ def response_status(job: Job, result: ResponseResult | None) -> str:
 
 
 def _incomplete(result: ResponseResult) -> bool:
-    return result.finish_reason in ("length", "content_filter")
+    return result.finish_reason in INCOMPLETE_FINISH_REASONS
 
 
 def response_object(job: Job, text: str, result: ResponseResult | None = None) -> dict[str, JSON]:

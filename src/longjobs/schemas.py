@@ -46,6 +46,14 @@ JSON Schema's ``integer``. Other floats and strings are still refused. It goes a
 field's bounds in ``Annotated``, or the bounds drop out of the JSON Schema."""
 
 
+class WebhookTarget(BaseModel):
+    """Where to POST the job's terminal event (signed with the tenant's ``default`` secret)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    url: str = Field(min_length=1, max_length=2048)
+
+
 class SubmitRequest(BaseModel):
     """The body of ``POST /v1/jobs``. Unknown fields are refused, types are not coerced."""
 
@@ -59,6 +67,7 @@ class SubmitRequest(BaseModel):
     result_ttl_seconds: Seconds | None = None
     delay_seconds: float = Field(0.0, ge=0, le=MAX_SECONDS, allow_inf_nan=False)
     metadata: dict[str, JSON] | None = None
+    webhook: WebhookTarget | None = None
 
 
 class JobErrorResource(BaseModel):
@@ -104,6 +113,7 @@ class JobResource(BaseModel):
     max_attempts: int = 1
     priority: int = 0
     metadata: dict[str, JSON] = Field(default_factory=dict)
+    webhook: WebhookTarget | None = None
     usage: UsageResource = Field(default_factory=UsageResource)
     created_at: Timestamp
     started_at: Timestamp | None = None
@@ -208,3 +218,93 @@ class Problem(BaseModel):
     job_id: str | None = None
     retry_after: float | None = None
     error: JobErrorResource | None = None
+
+
+# -- webhooks --------------------------------------------------------------------------------------
+EventType = Literal[
+    "job.completed",
+    "job.failed",
+    "job.cancelled",
+    "response.completed",
+    "response.failed",
+    "response.cancelled",
+    "response.incomplete",
+]
+
+
+class WebhookCreate(BaseModel):
+    """The body of ``POST /v1/webhooks``. ``event_types`` empty or left out: every event."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    url: str = Field(min_length=1, max_length=2048)
+    event_types: list[EventType] = Field(default_factory=list, max_length=20)
+    description: str | None = Field(None, max_length=500)
+
+
+class WebhookUpdate(BaseModel):
+    """The body of ``PATCH /v1/webhooks/{id}``: what is sent changes; ``enabled: true``
+    enables an endpoint that was disabled (after a 410)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    url: str | None = Field(None, min_length=1, max_length=2048)
+    event_types: list[EventType] | None = Field(None, max_length=20)
+    description: str | None = Field(None, max_length=500)
+    enabled: bool | None = None
+
+
+class WebhookResource(BaseModel):
+    """A webhook endpoint. ``secret`` is shown once: when it is created or rotated."""
+
+    id: str
+    object: Literal["webhook_endpoint"] = "webhook_endpoint"
+    url: str
+    event_types: list[str]
+    description: str | None = None
+    status: Literal["enabled", "disabled"]
+    disabled_reason: str | None = None
+    created_at: Timestamp
+    disabled_at: Timestamp | None = None
+    secret: str | None = None
+
+
+class WebhookList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[WebhookResource]
+
+
+class WebhookSecret(BaseModel):
+    """The secret that signs the webhooks of single jobs (their ``webhook.url``)."""
+
+    object: Literal["webhook_secret"] = "webhook_secret"
+    secret: str
+
+
+class DeliveryAttemptResource(BaseModel):
+    """One try: the receiver's status code, or what went wrong (its answer is not shown)."""
+
+    at: Timestamp
+    duration_ms: float
+    status_code: int | None = None
+    error: str | None = None
+
+
+class DeliveryResource(BaseModel):
+    """One event on its way to one endpoint; ``endpoint_id`` ``default``: the job's own URL."""
+
+    id: str
+    object: Literal["webhook_delivery"] = "webhook_delivery"
+    event_id: str
+    type: str
+    endpoint_id: str
+    url: str
+    status: Literal["pending", "succeeded", "failed"]
+    created_at: Timestamp
+    next_attempt_at: Timestamp | None = None
+    attempts: list[DeliveryAttemptResource]
+
+
+class DeliveryList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[DeliveryResource]

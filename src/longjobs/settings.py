@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -84,6 +85,46 @@ class Settings(BaseSettings):
     upstream_timeout: float = Field(
         600.0, gt=0, description="longest silence from the upstream before it counts as lost"
     )
+
+    webhook_delivery: bool = Field(
+        True, description="this process's workers send webhooks (off: leave them to others)"
+    )
+    webhook_allow_networks: list[str] = Field(
+        default_factory=list,
+        description="JSON list of networks webhooks may go to although they are not public "
+        '(e.g. ["127.0.0.0/8"] for tests, a private range for private deployments)',
+    )
+    webhook_timeout: float = Field(
+        15.0, gt=0, le=30, description="longest time one webhook attempt may take"
+    )
+    webhook_retry_schedule: list[float] = Field(
+        default_factory=lambda: [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0],
+        min_length=0,
+        max_length=50,
+        description="seconds before each retry of a failed webhook (±20 % jitter); a "
+        "delivery fails once they are used up (default: about 27 h in 8 attempts)",
+    )
+    webhook_concurrency: int = Field(16, ge=1, description="webhooks sent at once per process")
+    webhook_poll_interval: float = Field(
+        1.0, gt=0, description="how often due webhooks made by other processes are looked for"
+    )
+    webhook_rotation_overlap: float = Field(
+        86400.0, ge=0, description="after a rotation, how long the old signing key signs too"
+    )
+
+    @field_validator("webhook_retry_schedule")
+    @classmethod
+    def _non_negative(cls, schedule: list[float]) -> list[float]:
+        if any(not 0 <= step <= 7 * 86400 for step in schedule):
+            raise ValueError("every step is a number of seconds in [0, 604800]")
+        return schedule
+
+    @field_validator("webhook_allow_networks")
+    @classmethod
+    def _networks(cls, networks: list[str]) -> list[str]:
+        for network in networks:
+            ipaddress.ip_network(network.strip())  # ValueError names the bad one
+        return networks
 
     @property
     def heartbeat_interval(self) -> float:

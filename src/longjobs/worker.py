@@ -50,6 +50,7 @@ from longjobs.execution import (
 from longjobs.follow import stored_text
 from longjobs.models import Job, JobError
 from longjobs.settings import Settings
+from longjobs.webhooks.delivery import Dispatcher
 
 log = logging.getLogger("longjobs.worker")
 
@@ -108,9 +109,13 @@ class Worker:
         self._backend: Backend | None = None
         self._finishes: Batcher[Finish, bool] = Batcher(self._finish_batch)
         self._flushing: asyncio.Future[None] | None = None  # done when the flush in flight is
+        self._dispatcher: Dispatcher | None = None
 
     async def _finish_batch(self, finishes: list[Finish]) -> list[bool]:
-        return await self.backend.finish_jobs(self.id, finishes)
+        accepted = await self.backend.finish_jobs(self.id, finishes)
+        if self._dispatcher is not None:
+            self._dispatcher.poke()  # their webhooks, if any, are due now
+        return accepted
 
     @property
     def backend(self) -> Backend:
@@ -127,6 +132,11 @@ class Worker:
         shuts down at once: running handlers are interrupted and their jobs released."""
         self._backend = await self.app.open()
         loops = [self._heartbeat_loop, self._cancel_loop, self._flush_loop, self._sweep_loop]
+        if self.settings.webhook_delivery:
+            self._dispatcher = Dispatcher(
+                self._backend, self.settings, owner=self.id, resolver=self.app.webhook_resolver
+            )
+            loops.append(self._dispatcher.run)
         helpers = [asyncio.create_task(keep_running(loop, loop.__name__)) for loop in loops]
         log.info(
             "worker %s started: kinds=%s concurrency=%d", self.id, self.kinds, self.concurrency

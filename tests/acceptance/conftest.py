@@ -16,6 +16,9 @@ import httpx
 import pytest
 
 from tests.acceptance.harness import Cluster
+from tests.acceptance.receiver import receiver
+
+__all__ = ["receiver"]  # a fixture for every acceptance test module
 
 CLUSTERS = pytest.StashKey[list[Cluster]]()
 

@@ -16,6 +16,7 @@ import pytest
 from openai.types.responses import Response
 
 from tests.acceptance.harness import Cluster, create_key, wait_until
+from tests.acceptance.receiver import RECEIVER_ENV, Receiver
 from tests.fake_upstream import FakeUpstream, answer, running_upstream
 
 pytestmark = pytest.mark.acceptance
@@ -40,7 +41,12 @@ def default_behaviour(upstream: FakeUpstream) -> None:
 
 
 def upstream_env(upstream: FakeUpstream) -> dict[str, str]:
-    return {"LONGJOBS_UPSTREAM_BASE_URL": upstream.base_url, "LONGJOBS_UPSTREAM_MAX_RETRIES": "3"}
+    return {
+        "LONGJOBS_UPSTREAM_BASE_URL": upstream.base_url,
+        "LONGJOBS_UPSTREAM_MAX_RETRIES": "3",
+        "LONGJOBS_WEBHOOK_POLL_INTERVAL": "0.1",
+        **RECEIVER_ENV,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -238,6 +244,42 @@ def test_max_output_tokens_ends_incomplete(client: openai.OpenAI) -> None:
     assert response.incomplete_details is not None
     assert response.incomplete_details.reason == "max_output_tokens"
     assert response.output_text == "".join(answer(5))
+
+
+# -- webhooks ------------------------------------------------------------------------------------
+def test_endpoints_receive_openai_shaped_response_webhooks(
+    client: openai.OpenAI, deployment: Cluster, upstream: FakeUpstream, receiver: Receiver
+) -> None:
+    base_url = deployment.processes[0].base_url
+    made = httpx.post(f"{base_url}/v1/webhooks", json={"url": receiver.url()}, timeout=10)
+    assert made.status_code == 201, made.text
+    secret = made.json()["secret"]
+    try:
+        completed = client.responses.create(model="double-1", input="hook", background=True)
+        incomplete = client.responses.create(model="double-1", input="cut", max_output_tokens=3)
+        upstream.tokens, upstream.rate = 400, 20.0
+        long = client.responses.create(model="double-1", input="cancel me", background=True)
+        client.responses.cancel(long.id)
+        ids = {completed.id, incomplete.id, long.id}
+
+        def ours() -> dict[str, Any]:
+            events = [
+                client.webhooks.unwrap(r.body, r.headers, secret=secret) for r in receiver.received
+            ]
+            return {
+                getattr(e.data, "id", ""): e for e in events if getattr(e.data, "id", "") in ids
+            }
+
+        events = wait_until(
+            lambda: ours() if len(ours()) == 3 else {}, timeout=30, what="3 webhooks"
+        )
+    finally:
+        httpx.delete(f"{base_url}/v1/webhooks/{made.json()['id']}", timeout=10)
+
+    assert events[completed.id].type == "response.completed"
+    assert events[incomplete.id].type == "response.incomplete"
+    assert events[long.id].type == "response.cancelled"
+    assert all(e.object == "event" and e.id.startswith("evt_") for e in events.values())
 
 
 # -- upstream failures ----------------------------------------------------------------------------

@@ -61,6 +61,30 @@ async def test_processes_opening_a_new_database_together_all_succeed(postgres_ds
     assert await _versions(postgres_dsn) == list(range(1, SCHEMA_VERSION + 1))
 
 
+async def test_a_version_1_database_gains_webhooks_when_opened(postgres_dsn: str) -> None:
+    backend = await _open(postgres_dsn)
+    job = await create(backend)
+    await backend.close()
+    conn = await asyncpg.connect(postgres_dsn)  # back to what version 1 made
+    await conn.execute(
+        "DROP TRIGGER jobs_webhook_outbox ON jobs; DROP FUNCTION longjobs_webhook_outbox();"
+        " DROP TABLE webhook_endpoints, webhook_outbox, webhook_deliveries;"
+        " ALTER TABLE jobs DROP COLUMN webhook_url; DELETE FROM longjobs_schema WHERE version = 2;"
+    )
+    await conn.close()
+
+    backend = await _open(postgres_dsn)
+    try:
+        assert (await backend.get_job(TENANT, job.id)) == job
+        with_url = await create(backend, webhook_url="https://example.com/hook")
+        await backend.request_cancel(TENANT, with_url.id)
+        claimed = await backend.claim_deliveries("owner", 10, 30.0)
+        assert [(d.job_id, d.type) for d in claimed] == [(with_url.id, "job.cancelled")]
+    finally:
+        await backend.close()
+    assert await _versions(postgres_dsn) == [1, 2]
+
+
 async def test_a_newer_schema_is_refused_and_left_alone(postgres_dsn: str) -> None:
     backend = await _open(postgres_dsn)
     job = await create(backend)

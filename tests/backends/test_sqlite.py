@@ -88,6 +88,33 @@ async def test_a_version_2_file_gains_the_change_feed_when_opened(tmp_path: Path
     assert _query(str(path), "PRAGMA user_version") == [(SCHEMA_VERSION,)]
 
 
+async def test_a_version_3_file_gains_webhooks_when_opened(tmp_path: Path) -> None:
+    path = tmp_path / "v3.db"
+    old = SQLiteBackend(sqlite_url(path), Settings())
+    await old.open()
+    job = await create(old)
+    await old.close()
+    conn = sqlite3.connect(path)  # back to what version 3 wrote
+    conn.executescript(
+        "DROP TRIGGER jobs_webhook_outbox; DROP TABLE webhook_endpoints;"
+        " DROP TABLE webhook_outbox; DROP TABLE webhook_deliveries;"
+        " ALTER TABLE jobs DROP COLUMN webhook_url; PRAGMA user_version=3;"
+    )
+    conn.close()
+
+    backend = SQLiteBackend(sqlite_url(path), Settings())
+    await backend.open()
+    try:
+        assert (await backend.get_job(TENANT, job.id)) == job
+        with_url = await create(backend, webhook_url="https://example.com/hook")
+        await backend.request_cancel(TENANT, with_url.id)
+        claimed = await backend.claim_deliveries("owner", 10, 30.0)
+        assert [(d.job_id, d.type) for d in claimed] == [(with_url.id, "job.cancelled")]
+    finally:
+        await backend.close()
+    assert _query(str(path), "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+
+
 async def test_open_records_the_schema_version(sqlite_backend: SQLiteBackend) -> None:
     assert _query(sqlite_backend.path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
 

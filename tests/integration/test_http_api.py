@@ -16,7 +16,7 @@ from tests.integration.http_harness import Harness, open_harness, problem
 JOB_FIELDS = {
     "id", "object", "kind", "status", "progress", "stage", "message", "eta_seconds", "input",
     "result", "error", "cancel_requested", "attempt", "max_attempts", "priority", "metadata",
-    "usage", "created_at", "started_at", "finished_at", "expires_at", "links",
+    "webhook", "usage", "created_at", "started_at", "finished_at", "expires_at", "links",
 }  # fmt: skip
 
 

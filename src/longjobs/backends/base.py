@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from longjobs.backends.notify import Subscription, Wake, Watch
+from longjobs.backends.outbox import Delivery, DeliveryOutcome, WebhookEndpoint
 from longjobs.models import JSON, Event, Job, JobError, Page, Status
 
 
@@ -35,6 +36,7 @@ class NewJob:
     metadata: dict[str, JSON] = field(default_factory=dict)
     idempotency_key: str | None = None
     request_hash: str | None = None
+    webhook_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,6 +292,38 @@ class Backend(Protocol):
     async def has_api_keys(self) -> bool:
         """True once any key was created (revoked ones count: revoking the last key must not
         open the server)."""
+
+    # -- webhooks (see backends/outbox.py for the data path) --------------------------------
+    async def create_webhook(self, endpoint: WebhookEndpoint) -> WebhookEndpoint:
+        """Store ``endpoint`` unless the tenant has one with its id already; the stored one."""
+
+    async def get_webhook(self, tenant: str, endpoint_id: str) -> WebhookEndpoint | None:
+        """One of the tenant's endpoints (``default`` included), or None."""
+
+    async def list_webhooks(self, tenant: str) -> list[WebhookEndpoint]:
+        """The tenant's endpoints, oldest first, without ``default``."""
+
+    async def update_webhook(self, endpoint: WebhookEndpoint) -> bool:
+        """Overwrite what may change (url, secrets, event types, description, disabled); False
+        when the tenant has no such endpoint."""
+
+    async def delete_webhook(self, tenant: str, endpoint_id: str) -> bool:
+        """Remove an endpoint; its pending deliveries fail when they come due."""
+
+    async def claim_deliveries(
+        self, owner: str, limit: int, lease_seconds: float
+    ) -> list[Delivery]:
+        """Fan the outbox out into deliveries, then lease up to ``limit`` due ones to ``owner``
+        (soonest first), each with the secrets to sign it with."""
+
+    async def record_deliveries(self, owner: str, outcomes: Sequence[DeliveryOutcome]) -> int:
+        """Apply outcomes of deliveries ``owner`` still leases; how many were applied."""
+
+    async def list_deliveries(self, tenant: str, job_id: str) -> list[Delivery] | None:
+        """The deliveries of a job's events, oldest first; None when the job does not exist."""
+
+    async def replay_delivery(self, tenant: str, job_id: str, delivery_id: str) -> Delivery | None:
+        """Send a delivery again from the first step of the schedule, now; None when unknown."""
 
     def watch_work(self, kinds: Sequence[str]) -> WorkWatch:
         """Start watching for due work of ``kinds``; claim, then ``wait`` if nothing came."""

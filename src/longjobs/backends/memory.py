@@ -10,7 +10,7 @@ import dataclasses
 import itertools
 import json
 import time
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -27,6 +27,7 @@ from longjobs.backends.base import (
     StoredResult,
     Sweep,
 )
+from longjobs.backends.memory_webhooks import MemoryWebhooks
 from longjobs.backends.notify import (
     ANY_JOB,
     WORK,
@@ -85,11 +86,14 @@ class _Record:
     result_size: int | None = None
     events: list[Event] = field(default_factory=list)
     change: int = 0  # the change feed's order: bumped with every event
+    ended: Callable[[_Record], None] | None = None  # told of the move to a terminal status
 
     def move(self, status: Status) -> None:
         """Change the status through the one lifecycle rule (raises InvalidTransition)."""
         check_transition(self.status, status)
-        self.status = status
+        was_terminal, self.status = self.status.is_terminal, status
+        if status.is_terminal and not was_terminal and self.ended is not None:
+            self.ended(self)
 
     def holds(self, worker: str, attempt: int | None = None) -> bool:
         return (
@@ -99,7 +103,7 @@ class _Record:
         )
 
 
-class MemoryBackend:
+class MemoryBackend(MemoryWebhooks):
     """The Backend protocol in process memory (``memory://``)."""
 
     def __init__(self, url: str = "memory://", settings: Settings | None = None) -> None:
@@ -113,6 +117,7 @@ class MemoryBackend:
         self._keys: dict[str, ApiKey] = {}
         self._key_hashes: set[str] = set()
         self.clock_offset = 0.0  # tests move the store's clock forward with this
+        self._webhooks_init()
 
     def now(self) -> float:
         return time.time() + self.clock_offset
@@ -124,6 +129,20 @@ class MemoryBackend:
         return None
 
     # -- helpers -------------------------------------------------------------------------
+    def _ended(self, rec: _Record) -> None:
+        self.outbox_event(
+            tenant=rec.new.tenant,
+            job_id=rec.new.id,
+            kind=rec.new.kind,
+            status=rec.status,
+            webhook_url=rec.new.webhook_url,
+            result=lambda: rec.result.body if rec.result is not None else None,
+        )
+
+    def _job_exists(self, tenant: str, job_id: str) -> bool:
+        rec = self._jobs.get(job_id)
+        return rec is not None and rec.new.tenant == tenant
+
     def _snapshot(self, rec: _Record, *, with_result: bool = True) -> Job:
         new = rec.new
         inline = (
@@ -162,6 +181,7 @@ class MemoryBackend:
             expires_at=utc_from_timestamp(rec.expires_at),
             lease_owner=rec.lease_owner,
             last_sequence_number=len(rec.events) - 1,
+            webhook_url=new.webhook_url,
         )
 
     def _append(self, rec: _Record, kind: str, data: dict[str, JSON]) -> None:
@@ -202,6 +222,7 @@ class MemoryBackend:
             num=next(self._numbers),
             created_at=now,
             run_at=now + max(0.0, new.delay_seconds),
+            ended=self._ended,
         )
         self._jobs[new.id] = rec
         self._status(rec)
@@ -477,6 +498,7 @@ class MemoryBackend:
             if rec.result is not None and rec.expires_at is not None and rec.expires_at <= now:
                 rec.result, rec.result_size = None, None
                 expired += 1
+        self._expire_deliveries(now)
         return Sweep(
             requeued=counts[Status.PENDING],
             failed=counts[Status.FAILED],

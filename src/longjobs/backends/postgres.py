@@ -36,7 +36,9 @@ from longjobs.backends.notify import (
     cancel_key,
     job_key,
 )
+from longjobs.backends.outbox import RETENTION_SECONDS
 from longjobs.backends.postgres_db import SCHEMA_VERSION, Conn, Database, Q, Tx
+from longjobs.backends.postgres_webhooks import PostgresWebhooks, fan_out
 from longjobs.backends.rows import (
     JOB_SELECT,
     decode_change,
@@ -59,7 +61,7 @@ __all__ = ["SCHEMA_VERSION", "PostgresBackend"]
 _HELD_BACK_RECHECK = 0.05  # how soon the change feed looks again at changes held back
 
 
-class PostgresBackend:
+class PostgresBackend(PostgresWebhooks):
     """The Backend protocol on PostgreSQL; see the module docstring."""
 
     def __init__(self, url: str, settings: Settings, *, pool_size: int = 10) -> None:
@@ -93,7 +95,7 @@ class PostgresBackend:
                 new.id, new.tenant, new.kind, new.priority, dumps(new.input),
                 dumps(new.metadata) if new.metadata else "{}", new.max_attempts,
                 new.timeout_seconds, new.result_ttl_seconds, new.idempotency_key,
-                new.request_hash, max(0.0, new.delay_seconds),
+                new.request_hash, max(0.0, new.delay_seconds), new.webhook_url,
             )  # fmt: skip
             if row is not None:
                 await conn.execute(Q["insert_event"], row["num"], 0, "status", _PENDING)
@@ -235,6 +237,7 @@ class PostgresBackend:
             return False
 
         async def op(tx: Tx) -> bool:
+            await fan_out(tx)  # its event's type may depend on the result about to go
             num = await tx.conn.fetchval(Q["delete_job"], job_id, tenant)
             if num is None:
                 return False
@@ -498,6 +501,7 @@ async def _sweep(tx: Tx) -> Sweep:
     if counts[Status.PENDING]:
         tx.notes.add(WORK)
     expired = int(await conn.fetchval(Q["expire_results"]))
+    await conn.execute(Q["expire_deliveries"], RETENTION_SECONDS)
     return Sweep(
         requeued=counts[Status.PENDING],
         failed=counts[Status.FAILED],

@@ -77,6 +77,7 @@ JOB_COLUMNS = [
     "expires_at",
     "lease_owner",
     "last_seq",
+    "webhook_url",
 ]
 """The columns, in order, of every query that reads whole jobs (``$job_columns`` in SQL)."""
 JOB_SELECT = ", ".join(JOB_COLUMNS)
@@ -92,7 +93,7 @@ def job_from_row(row: Sequence[Any], *, with_result: bool = True) -> Job:
         stage, message, eta_seconds, cancel_requested, attempt, max_attempts, priority,
         timeout_seconds, result_ttl_seconds, metadata, input_tokens, output_tokens, checkpoint,
         idempotency_key, created_at, run_at, started_at, finished_at, expires_at, lease_owner,
-        last_seq,
+        last_seq, webhook_url,
     ) = row  # fmt: skip
     usage = (
         Usage(input_tokens=input_tokens, output_tokens=output_tokens)
@@ -129,6 +130,7 @@ def job_from_row(row: Sequence[Any], *, with_result: bool = True) -> Job:
         expires_at=_dt(expires_at),
         lease_owner=lease_owner,
         last_sequence_number=last_seq,
+        webhook_url=webhook_url,
     )
 
 
@@ -148,6 +150,7 @@ def job_from_new(new: NewJob, now: float) -> Job:
         metadata=new.metadata,
         idempotency_key=new.idempotency_key,
         run_at=_dt_required(now + max(0.0, new.delay_seconds)),
+        webhook_url=new.webhook_url,
     )
 
 

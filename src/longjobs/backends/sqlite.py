@@ -72,6 +72,7 @@ from longjobs.backends.sqlite_sql import (
     sweep_expired,
 )
 from longjobs.backends.sqlite_tail import ForeignTail
+from longjobs.backends.sqlite_webhooks import SQLiteWebhooks, fan_out
 from longjobs.errors import (
     IdempotencyConflict,
     StorageError,
@@ -86,7 +87,7 @@ _INLINE_BATCH = 16  # larger bulk writes go to the writer thread, not the event 
 _INLINE_EVENTS = 64  # pages of events up to this size are read on the event loop
 
 
-class SQLiteBackend:
+class SQLiteBackend(SQLiteWebhooks):
     """The Backend protocol on one SQLite file; see the module docstring for durability."""
 
     def __init__(self, url: str, settings: Settings, *, lock_timeout: float = 30.0) -> None:
@@ -208,6 +209,7 @@ class SQLiteBackend:
                 "result_ttl_seconds": new.result_ttl_seconds,
                 "idempotency_key": new.idempotency_key,
                 "request_hash": new.request_hash,
+                "webhook_url": new.webhook_url,
                 "now": tx.now,
                 "run_at": tx.now + max(0.0, new.delay_seconds),
             },
@@ -408,6 +410,7 @@ class SQLiteBackend:
 
     async def delete_job(self, tenant: str, job_id: str) -> bool:
         def op(tx: Tx) -> bool:
+            fan_out(tx)  # its event's type may depend on the result about to go
             tx.conn.execute(Q["raise_feed_floor"])
             row = tx.conn.execute(Q["delete_job"], (job_id, tenant)).fetchone()
             if row is None:

@@ -11,6 +11,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from longjobs.backends.base import Sweep
 from longjobs.backends.notify import WORK, job_key
+from longjobs.backends.outbox import RETENTION_SECONDS
 from longjobs.backends.queries import load_queries
 from longjobs.backends.rows import JOB_SELECT, dumps, status_event
 from longjobs.backends.settle import lease_expired, lease_expired_event
@@ -19,7 +20,7 @@ from longjobs.errors import ConfigurationError, SchemaVersionError
 from longjobs.models import Status
 
 Q = {name: sql.replace("$job_columns", JOB_SELECT) for name, sql in load_queries("sqlite").items()}
-SCHEMA_VERSION = 3  # 2: api_keys; 3: jobs.change (the change feed)
+SCHEMA_VERSION = 4  # 2: api_keys; 3: jobs.change (the change feed); 4: webhooks
 PENDING_EVENT = status_event(Status.PENDING, 0)
 
 
@@ -83,6 +84,10 @@ def insert_status(tx: Tx, job: tuple[int, str], seq: int, data: dict[str, Any]) 
     tx.wrote(job_key(job[1]))
 
 
+_ADDED_COLUMNS = {"change": "INTEGER NOT NULL DEFAULT 0", "webhook_url": "TEXT"}
+"""Columns of ``jobs`` added after version 1: by version 3 (the change feed) and 4."""
+
+
 def create_schema(path: str, synchronous: str, lock_timeout: float) -> None:
     """Create or check the schema; processes starting together on a new file take turns
     (switching a new file to WAL can answer "locked" without waiting for the other)."""
@@ -108,8 +113,11 @@ def _create_schema_once(path: str, synchronous: str, lock_timeout: float) -> Non
                 f"{path} has schema version {version}; this longjobs knows only "
                 f"{SCHEMA_VERSION}: upgrade longjobs"
             )
-        if 0 < version < 3:  # the columns that CREATE TABLE IF NOT EXISTS cannot add
-            conn.execute("ALTER TABLE jobs ADD COLUMN change INTEGER NOT NULL DEFAULT 0")
+        # The columns that CREATE TABLE IF NOT EXISTS cannot add to an older file's jobs.
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
+        for name, definition in _ADDED_COLUMNS.items():
+            if columns and name not in columns:
+                conn.execute(f"ALTER TABLE jobs ADD COLUMN {name} {definition}")
         for statement in statements(Q["schema"]):
             conn.execute(statement)
         conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
@@ -145,6 +153,7 @@ def sweep_expired(tx: Tx) -> Sweep:
         tx.notes.add(WORK)
     tx.conn.execute(Q["expire_results"], (tx.now,))  # the large ones, kept apart
     expired = tx.conn.execute(Q["mark_results_expired"], (tx.now,)).rowcount
+    tx.conn.execute(Q["expire_deliveries"], (tx.now - RETENTION_SECONDS,))
     return Sweep(
         requeued=counts[Status.PENDING],
         failed=counts[Status.FAILED],

@@ -36,6 +36,7 @@ from longjobs.http.probes import router as probes_router
 from longjobs.http.problems import problem_handlers
 from longjobs.http.responses import router as responses_router
 from longjobs.http.state import APIState
+from longjobs.http.webhooks import router as webhooks_router
 from longjobs.http.websocket import router as websocket_router
 from longjobs.settings import Settings
 
@@ -124,6 +125,7 @@ def create_api(
             *feed_router.routes,
             *websocket_router.routes,
             *responses_router.routes,
+            *webhooks_router.routes,
             *probes_router.routes,
         ],
     )

@@ -22,6 +22,7 @@ from longjobs.http.openapi import (
     NEXT_PAGE_LINK,
     PREFER,
     SUBMIT_HEADERS,
+    submit_request_schema,
 )
 from longjobs.http.problems import AUTHENTICATED, ProblemError, documented, problem_response
 from longjobs.http.state import state_of
@@ -32,6 +33,7 @@ from longjobs.http.submission import (
     parse_submission,
     read_body,
 )
+from longjobs.http.webhooks import check_webhook_url
 from longjobs.models import JSON, Job, Status
 from longjobs.schemas import (
     JobList,
@@ -79,6 +81,7 @@ def job_wire(job: Job, *, root_path: str, inline_result_bytes: int) -> dict[str,
         "max_attempts": job.max_attempts,
         "priority": job.priority,
         "metadata": job.metadata,
+        "webhook": None if job.webhook_url is None else {"url": job.webhook_url},
         "usage": {
             "input_tokens": job.usage.input_tokens,
             "output_tokens": job.usage.output_tokens,
@@ -162,7 +165,8 @@ def job_response(
         "security": [{"apiKey": []}],
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": SubmitRequest.model_json_schema()}},
+            # WebhookTarget, the one model it refers to, is a component (of JobResource).
+            "content": {"application/json": {"schema": submit_request_schema({})}},
         },
     },
 )
@@ -179,6 +183,10 @@ async def submit_job(request: Request) -> Response:
     idempotency_key = _idempotency_key(request)
     submission = parse_submission(parse_json(await read_body(request, settings.max_body_bytes)))
     check_input(app.kind(submission.kind), submission.input)
+    webhook_url = None
+    if submission.webhook is not None:
+        webhook_url = submission.webhook.url
+        await check_webhook_url(state, webhook_url, ("body", "webhook", "url"))
     preferences = Preferences.parse(request.headers.getlist("prefer"))  # before the commit
     if state.pending is not None:
         await admit(app, state.pending, tenant)
@@ -192,6 +200,7 @@ async def submit_job(request: Request) -> Response:
         result_ttl_seconds=submission.result_ttl_seconds,
         delay_seconds=submission.delay_seconds,
         metadata=submission.metadata,
+        webhook_url=webhook_url,
         idempotency_key=idempotency_key,
         body_hash=None if idempotency_key is None else _hash(submission),
     )

@@ -222,10 +222,17 @@ def _describe_submissions(document: dict[str, Any], kinds: Mapping[str, JobKind]
     if not kinds:
         return  # every kind is unknown: the generic envelope says all there is to say
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
-    envelope = SubmitRequest.model_json_schema()
+    envelope = submit_request_schema(schemas)
     bodies = [_submission_of(envelope, kinds[name], schemas) for name in sorted(kinds)]
     submit = document["paths"]["/v1/jobs"]["post"]["requestBody"]["content"]["application/json"]
     submit["schema"] = {"oneOf": bodies}
+
+
+def submit_request_schema(schemas: dict[str, Any]) -> dict[str, Any]:
+    """The JSON Schema of the submission envelope; the models it refers to join ``schemas``."""
+    envelope = SubmitRequest.model_json_schema(ref_template=_COMPONENT + "{model}")
+    schemas.update(envelope.pop("$defs", {}))
+    return envelope
 
 
 def _submission_of(

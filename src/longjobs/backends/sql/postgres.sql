@@ -78,14 +78,81 @@ CREATE TABLE api_keys (
     revoked_at double precision
 );
 
+-- name: migration_2
+-- Webhooks (backends/outbox.py). An endpoint's id is unique per tenant: "default" is the
+-- tenant's signer for the webhook URLs of single jobs.
+ALTER TABLE jobs ADD COLUMN webhook_url text;
+CREATE TABLE webhook_endpoints (
+    tenant text NOT NULL,
+    id text NOT NULL,
+    url text NOT NULL,
+    secret text NOT NULL,
+    previous_secret text,
+    previous_secret_until double precision,
+    event_types text NOT NULL DEFAULT '[]',
+    description text,
+    created_at double precision NOT NULL,
+    disabled_at double precision,
+    disabled_reason text,
+    PRIMARY KEY (tenant, id)
+);
+CREATE TABLE webhook_outbox (
+    num bigserial PRIMARY KEY,
+    event_id text NOT NULL,
+    tenant text NOT NULL,
+    job_id text NOT NULL,
+    job_num bigint NOT NULL,
+    kind text NOT NULL,
+    status text NOT NULL,
+    webhook_url text,
+    created_at double precision NOT NULL
+);
+CREATE TABLE webhook_deliveries (
+    id text PRIMARY KEY,
+    event_id text NOT NULL,
+    tenant text NOT NULL,
+    job_id text NOT NULL,
+    endpoint_id text NOT NULL,
+    url text,
+    type text NOT NULL,
+    created_at double precision NOT NULL,
+    status text NOT NULL DEFAULT 'pending',
+    tries integer NOT NULL DEFAULT 0,
+    next_attempt_at double precision,
+    lease_owner text,
+    lease_until double precision,
+    attempts text NOT NULL DEFAULT '[]',
+    updated_at double precision NOT NULL
+);
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at)
+    WHERE status = 'pending';
+CREATE INDEX webhook_deliveries_of_job ON webhook_deliveries (job_id);
+CREATE FUNCTION longjobs_webhook_outbox() RETURNS trigger LANGUAGE plpgsql AS $fn$
+BEGIN
+    IF NEW.webhook_url IS NOT NULL OR EXISTS (
+        SELECT 1 FROM webhook_endpoints WHERE tenant = NEW.tenant AND id <> 'default'
+    ) THEN
+        INSERT INTO webhook_outbox (event_id, tenant, job_id, job_num, kind, status,
+                                    webhook_url, created_at)
+        VALUES ('evt_' || replace(gen_random_uuid()::text, '-', ''), NEW.tenant, NEW.id,
+                NEW.num, NEW.kind, NEW.status, NEW.webhook_url, longjobs_now());
+    END IF;
+    RETURN NULL;
+END
+$fn$;
+CREATE TRIGGER jobs_webhook_outbox AFTER UPDATE OF status ON jobs FOR EACH ROW
+    WHEN (NEW.status IN ('completed', 'failed', 'cancelled')
+          AND OLD.status NOT IN ('completed', 'failed', 'cancelled'))
+    EXECUTE FUNCTION longjobs_webhook_outbox();
+
 -- name: now
 SELECT longjobs_now()
 
 -- name: insert_job
 INSERT INTO jobs (id, tenant, kind, status, priority, input, metadata, max_attempts,
                   timeout_seconds, result_ttl_seconds, idempotency_key, request_hash,
-                  created_at, run_at, updated_at)
-VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, $9, $10, $11,
+                  webhook_url, created_at, run_at, updated_at)
+VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, $9, $10, $11, $13,
         longjobs_now(), longjobs_now() + $12, longjobs_now())
 ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING num, created_at
@@ -338,3 +405,91 @@ SELECT EXISTS (SELECT 1 FROM api_keys)
 -- One notification per payload: the sender's token, then one key per line.
 -- name: notify
 SELECT pg_notify('longjobs', payload) FROM unnest($1::text[]) AS payload
+
+-- name: insert_webhook
+INSERT INTO webhook_endpoints (tenant, id, url, secret, previous_secret, previous_secret_until,
+    event_types, description, created_at, disabled_at, disabled_reason)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+ON CONFLICT (tenant, id) DO NOTHING
+
+-- name: get_webhook
+SELECT * FROM webhook_endpoints WHERE tenant = $1 AND id = $2
+
+-- name: list_webhooks
+SELECT * FROM webhook_endpoints WHERE tenant = $1 AND id <> 'default' ORDER BY created_at, id
+
+-- name: endpoints_of_tenant
+SELECT * FROM webhook_endpoints WHERE tenant = $1
+
+-- name: update_webhook
+UPDATE webhook_endpoints
+SET url = $3, secret = $4, previous_secret = $5, previous_secret_until = $6, event_types = $7,
+    description = $8, disabled_at = $9, disabled_reason = $10
+WHERE tenant = $1 AND id = $2
+
+-- name: delete_webhook
+DELETE FROM webhook_endpoints WHERE tenant = $1 AND id = $2 AND id <> 'default'
+
+-- name: disable_webhook
+UPDATE webhook_endpoints SET disabled_at = longjobs_now(), disabled_reason = $1
+FROM webhook_deliveries AS d
+WHERE d.id = $2 AND webhook_endpoints.tenant = d.tenant AND webhook_endpoints.id = d.endpoint_id
+      AND webhook_endpoints.id <> 'default' AND webhook_endpoints.disabled_at IS NULL
+
+-- A response job's result decides between response.completed and response.incomplete.
+-- name: outbox_events
+SELECT o.num, o.event_id, o.tenant, o.job_id, o.kind, o.status, o.webhook_url, o.created_at,
+       CASE WHEN o.kind = 'response' AND o.status = 'completed'
+            THEN coalesce(convert_to(j.result, 'UTF8'),
+                          (SELECT body FROM results WHERE job_num = o.job_num)) END
+       AS result
+FROM webhook_outbox AS o LEFT JOIN jobs AS j ON j.num = o.job_num
+ORDER BY o.num
+LIMIT $1
+FOR UPDATE OF o SKIP LOCKED
+
+-- name: delete_outbox_events
+DELETE FROM webhook_outbox WHERE num = ANY($1::bigint[])
+
+-- name: insert_delivery
+INSERT INTO webhook_deliveries (id, event_id, tenant, job_id, endpoint_id, url, type,
+                                created_at, next_attempt_at, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+
+-- A leased delivery comes due again when its lease runs out.
+-- name: claim_deliveries
+UPDATE webhook_deliveries
+SET lease_owner = $1, lease_until = longjobs_now() + $2, next_attempt_at = longjobs_now() + $2,
+    updated_at = longjobs_now()
+WHERE id IN (SELECT id FROM webhook_deliveries
+             WHERE status = 'pending' AND next_attempt_at <= longjobs_now()
+             ORDER BY next_attempt_at LIMIT $3
+             FOR UPDATE SKIP LOCKED)
+RETURNING *
+
+-- name: leased_attempts
+SELECT attempts FROM webhook_deliveries
+WHERE id = $1 AND lease_owner = $2 AND status = 'pending'
+FOR UPDATE
+
+-- name: record_delivery
+UPDATE webhook_deliveries
+SET status = $3, tries = tries + $4, next_attempt_at = longjobs_now() + $5, attempts = $6,
+    lease_owner = NULL, lease_until = NULL, updated_at = longjobs_now()
+WHERE id = $1 AND lease_owner = $2
+
+-- name: deliveries_of_job
+SELECT d.*, coalesce(d.url, e.url) AS shown_url
+FROM webhook_deliveries AS d
+LEFT JOIN webhook_endpoints AS e ON e.tenant = d.tenant AND e.id = d.endpoint_id
+WHERE d.job_id = $1 AND d.tenant = $2
+ORDER BY d.created_at, d.id
+
+-- name: replay_delivery
+UPDATE webhook_deliveries
+SET status = 'pending', tries = 0, next_attempt_at = longjobs_now(), lease_owner = NULL,
+    lease_until = NULL, updated_at = longjobs_now()
+WHERE id = $1 AND tenant = $2 AND job_id = $3
+
+-- name: expire_deliveries
+DELETE FROM webhook_deliveries WHERE status <> 'pending' AND updated_at < longjobs_now() - $1

@@ -38,7 +38,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     updated_at REAL NOT NULL,
     -- Commit order of the last visible change (one writer at a time: a transaction's values
     -- are above every committed one). The tenant-wide change feed reads jobs after a cursor.
-    change INTEGER NOT NULL DEFAULT 0
+    change INTEGER NOT NULL DEFAULT 0,
+    webhook_url TEXT  -- the job's own webhook receiver
 );
 CREATE INDEX IF NOT EXISTS jobs_due ON jobs (priority DESC, run_at, num) WHERE status = 'pending';
 CREATE INDEX IF NOT EXISTS jobs_leased ON jobs (lease_owner) WHERE status = 'running';
@@ -75,14 +76,75 @@ CREATE TABLE IF NOT EXISTS results (
     content_type TEXT NOT NULL,
     body BLOB NOT NULL
 );
+-- Webhooks (backends/outbox.py). An endpoint's id is unique per tenant: "default" is the
+-- tenant's signer for the webhook URLs of single jobs.
+CREATE TABLE IF NOT EXISTS webhook_endpoints (
+    tenant TEXT NOT NULL,
+    id TEXT NOT NULL,
+    url TEXT NOT NULL,
+    secret TEXT NOT NULL,
+    previous_secret TEXT,
+    previous_secret_until REAL,
+    event_types TEXT NOT NULL DEFAULT '[]',
+    description TEXT,
+    created_at REAL NOT NULL,
+    disabled_at REAL,
+    disabled_reason TEXT,
+    PRIMARY KEY (tenant, id)
+) WITHOUT ROWID;
+-- The outbox: written by the trigger below in the transaction that ends the job.
+CREATE TABLE IF NOT EXISTS webhook_outbox (
+    num INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id TEXT NOT NULL,
+    tenant TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    job_num INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    status TEXT NOT NULL,
+    webhook_url TEXT,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS webhook_deliveries (
+    id TEXT PRIMARY KEY,
+    event_id TEXT NOT NULL,
+    tenant TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    endpoint_id TEXT NOT NULL,
+    url TEXT,                 -- the job's own URL; NULL: the endpoint's URL at each attempt
+    type TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    status TEXT NOT NULL DEFAULT 'pending',
+    tries INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL,
+    lease_owner TEXT,
+    lease_until REAL,
+    attempts TEXT NOT NULL DEFAULT '[]',
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS webhook_deliveries_due
+    ON webhook_deliveries (next_attempt_at) WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS webhook_deliveries_of_job ON webhook_deliveries (job_id);
+CREATE TRIGGER IF NOT EXISTS jobs_webhook_outbox
+AFTER UPDATE OF status ON jobs
+WHEN NEW.status IN ('completed', 'failed', 'cancelled')
+     AND OLD.status NOT IN ('completed', 'failed', 'cancelled')
+     AND (NEW.webhook_url IS NOT NULL
+          OR EXISTS (SELECT 1 FROM webhook_endpoints
+                     WHERE tenant = NEW.tenant AND id <> 'default'))
+BEGIN
+    INSERT INTO webhook_outbox (event_id, tenant, job_id, job_num, kind, status, webhook_url,
+                                created_at)
+    VALUES ('evt_' || lower(hex(randomblob(16))), NEW.tenant, NEW.id, NEW.num, NEW.kind,
+            NEW.status, NEW.webhook_url, NEW.updated_at);
+END;
 
 -- name: insert_job
 INSERT INTO jobs (id, tenant, kind, status, priority, input, metadata, max_attempts,
                   timeout_seconds, result_ttl_seconds, idempotency_key, request_hash,
-                  created_at, run_at, updated_at, change)
+                  webhook_url, created_at, run_at, updated_at, change)
 VALUES (:id, :tenant, :kind, 'pending', :priority, :input, :metadata, :max_attempts,
         :timeout_seconds, :result_ttl_seconds, :idempotency_key, :request_hash,
-        :now, :run_at, :now, (SELECT max(coalesce(max(change), 0), (SELECT value FROM feed_floor)) + 1 FROM jobs))
+        :webhook_url, :now, :run_at, :now, (SELECT max(coalesce(max(change), 0), (SELECT value FROM feed_floor)) + 1 FROM jobs))
 RETURNING num
 
 -- name: changed_jobs
@@ -307,3 +369,88 @@ ORDER BY events.seq LIMIT ?
 SELECT 1 FROM jobs
 WHERE status = 'pending' AND run_at <= ? AND kind IN (SELECT value FROM json_each(?))
 LIMIT 1
+
+-- name: insert_webhook
+INSERT OR IGNORE INTO webhook_endpoints (tenant, id, url, secret, previous_secret,
+    previous_secret_until, event_types, description, created_at, disabled_at, disabled_reason)
+VALUES (:tenant, :id, :url, :secret, :previous_secret, :previous_secret_until, :event_types,
+        :description, :created_at, :disabled_at, :disabled_reason)
+
+-- name: get_webhook
+SELECT * FROM webhook_endpoints WHERE tenant = ? AND id = ?
+
+-- name: list_webhooks
+SELECT * FROM webhook_endpoints WHERE tenant = ? AND id <> 'default' ORDER BY created_at, id
+
+-- name: update_webhook
+UPDATE webhook_endpoints
+SET url = :url, secret = :secret, previous_secret = :previous_secret,
+    previous_secret_until = :previous_secret_until, event_types = :event_types,
+    description = :description, disabled_at = :disabled_at, disabled_reason = :disabled_reason
+WHERE tenant = :tenant AND id = :id
+
+-- name: endpoints_of_tenant
+SELECT * FROM webhook_endpoints WHERE tenant = ?
+
+-- name: endpoint_of
+SELECT tenant, endpoint_id FROM webhook_deliveries WHERE id = ?
+
+-- name: delete_webhook
+DELETE FROM webhook_endpoints WHERE tenant = ? AND id = ? AND id <> 'default'
+
+-- name: disable_webhook
+UPDATE webhook_endpoints SET disabled_at = ?, disabled_reason = ?
+WHERE tenant = ? AND id = ? AND id <> 'default' AND disabled_at IS NULL
+
+-- A response job's result decides between response.completed and response.incomplete.
+-- name: outbox_events
+SELECT o.num, o.event_id, o.tenant, o.job_id, o.kind, o.status, o.webhook_url, o.created_at,
+       CASE WHEN o.kind = 'response' AND o.status = 'completed'
+            THEN coalesce(j.result, (SELECT body FROM results WHERE job_num = o.job_num)) END
+       AS result
+FROM webhook_outbox AS o LEFT JOIN jobs AS j ON j.num = o.job_num
+ORDER BY o.num
+LIMIT ?
+
+-- name: delete_outbox_event
+DELETE FROM webhook_outbox WHERE num = ?
+
+-- name: insert_delivery
+INSERT INTO webhook_deliveries (id, event_id, tenant, job_id, endpoint_id, url, type,
+                                created_at, next_attempt_at, updated_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+
+-- A leased delivery comes due again when its lease runs out.
+-- name: claim_deliveries
+UPDATE webhook_deliveries
+SET lease_owner = :owner, lease_until = :now + :lease, next_attempt_at = :now + :lease,
+    updated_at = :now
+WHERE id IN (SELECT id FROM webhook_deliveries
+             WHERE status = 'pending' AND next_attempt_at <= :now
+             ORDER BY next_attempt_at LIMIT :limit)
+RETURNING *
+
+-- name: leased_attempts
+SELECT attempts FROM webhook_deliveries WHERE id = ? AND lease_owner = ? AND status = 'pending'
+
+-- name: record_delivery
+UPDATE webhook_deliveries
+SET status = :status, tries = tries + :tried, next_attempt_at = :next_attempt_at,
+    attempts = :attempts, lease_owner = NULL, lease_until = NULL, updated_at = :now
+WHERE id = :id AND lease_owner = :owner
+
+-- name: deliveries_of_job
+SELECT d.*, coalesce(d.url, e.url) AS shown_url
+FROM webhook_deliveries AS d
+LEFT JOIN webhook_endpoints AS e ON e.tenant = d.tenant AND e.id = d.endpoint_id
+WHERE d.job_id = ? AND d.tenant = ?
+ORDER BY d.created_at, d.id
+
+-- name: replay_delivery
+UPDATE webhook_deliveries
+SET status = 'pending', tries = 0, next_attempt_at = :now, lease_owner = NULL,
+    lease_until = NULL, updated_at = :now
+WHERE id = :id AND tenant = :tenant AND job_id = :job_id
+
+-- name: expire_deliveries
+DELETE FROM webhook_deliveries WHERE status <> 'pending' AND updated_at < ?

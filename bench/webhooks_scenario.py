@@ -1,0 +1,111 @@
+"""Webhook delivery: jobs submitted with a webhook URL, run by worker processes, whose signed
+events go to a receiver on loopback. Measured: how long after a job's finish its event arrives,
+and how many events per second the workers deliver."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+
+from bench.harness import Measurement, percentile, wait_until_drained, workers
+from bench.scenarios import _app
+
+ENV = {"LONGJOBS_WEBHOOK_ALLOW_NETWORKS": '["127.0.0.0/8"]', "LONGJOBS_WEBHOOK_CONCURRENCY": "64"}
+
+
+@dataclass
+class _Receiver:
+    """A minimal HTTP/1.1 server (keep-alive, 200 with an empty body): the load generator must
+    not be what is measured. Records when each event arrived."""
+
+    arrived: dict[str, float] = field(default_factory=dict)
+    port: int = 0
+    ready: threading.Event = field(default_factory=threading.Event)
+    loop: asyncio.AbstractEventLoop | None = None
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":", 1)[1])
+                body = await reader.readexactly(length)
+                self.arrived[json.loads(body)["data"]["id"]] = time.time()
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    def run(self) -> None:
+        async def main() -> None:
+            server = await asyncio.start_server(self._serve, "127.0.0.1", 0, backlog=1024)
+            self.port = server.sockets[0].getsockname()[1]
+            self.loop = asyncio.get_running_loop()
+            self.ready.set()
+            async with server:
+                await server.serve_forever()
+
+        asyncio.run(main())
+
+
+async def _submit(url: str, jobs: int, hook: str) -> None:
+    async with _app(url) as app:
+        new = [app.prepare("noop", None, webhook_url=hook) for _ in range(jobs)]
+        backend = await app.open()
+        for start in range(0, jobs, 500):
+            await backend.create_jobs(new[start : start + 500])
+
+
+async def _finished_at(url: str) -> dict[str, float]:
+    async with _app(url) as app:
+        backend = await app.open()
+        found: dict[str, float] = {}
+        cursor = None
+        while True:
+            page = await backend.list_jobs("default", limit=1000, cursor=cursor)
+            for job in page.data:
+                if job.finished_at is not None:
+                    found[job.id] = job.finished_at.timestamp()
+            if page.next_cursor is None:
+                return found
+            cursor = page.next_cursor
+
+
+def delivered(url: str, *, jobs: int, processes: int, store: str = "") -> Measurement:
+    """``jobs`` no-op jobs with a webhook URL each, ``processes`` worker processes."""
+    receiver = _Receiver()
+    threading.Thread(target=receiver.run, daemon=True).start()
+    receiver.ready.wait(10)
+    hook = f"http://127.0.0.1:{receiver.port}/hook"
+    with workers(url, processes, 256, env=ENV):
+        started = time.time()
+        asyncio.run(_submit(url, jobs, hook))
+        wait_until_drained(url, timeout=300)
+        deadline = time.monotonic() + 120
+        while len(receiver.arrived) < jobs and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finished = asyncio.run(_finished_at(url))
+    delays = [
+        (receiver.arrived[job_id] - at) * 1000
+        for job_id, at in finished.items()
+        if job_id in receiver.arrived
+    ]
+    span = max(receiver.arrived.values()) - started if receiver.arrived else float("nan")
+    return Measurement(
+        scenario=f"{store}webhooks: {jobs:,} jobs with a webhook URL, {processes} worker(s)",
+        metric="finish → received",
+        value=round(percentile(delays, 50), 1) if delays else float("nan"),
+        unit="ms",
+        details={
+            "p50_ms": round(percentile(delays, 50), 1) if delays else None,
+            "p99_ms": round(percentile(delays, 99), 1) if delays else None,
+            "received": len(receiver.arrived),
+            "jobs": jobs,
+            "deliveries_per_s": round(len(receiver.arrived) / span) if receiver.arrived else 0,
+        },
+    )

@@ -1,0 +1,169 @@
+"""The PostgreSQL backend's webhook methods: endpoints, the outbox's fan-out, deliveries.
+
+The outbox is written by the ``jobs_webhook_outbox`` trigger (migration 2) in the transaction
+that ends a job; see ``backends/outbox.py`` for the whole data path. Fan-out and claims take
+rows with ``SKIP LOCKED``, so any number of processes share the work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from longjobs.backends.outbox import (
+    DEFAULT_ENDPOINT,
+    FAN_OUT_BATCH,
+    Delivery,
+    DeliveryOutcome,
+    WebhookEndpoint,
+    claimed,
+    default_endpoint,
+    delivery_from_row,
+    delivery_row,
+    endpoint_from_row,
+    endpoint_params,
+    outbox_event_from_row,
+    plan,
+    recorded_attempts,
+)
+from longjobs.backends.postgres_db import Q
+from longjobs.webhooks.signing import new_secret
+
+if TYPE_CHECKING:
+    from longjobs.backends.postgres_db import Database, Tx
+
+
+def _insert_args(endpoint: WebhookEndpoint) -> list[Any]:
+    p = endpoint_params(endpoint)
+    return [
+        p["tenant"], p["id"], p["url"], p["secret"], p["previous_secret"],
+        p["previous_secret_until"], p["event_types"], p["description"], p["created_at"],
+        p["disabled_at"], p["disabled_reason"],
+    ]  # fmt: skip
+
+
+def _update_args(endpoint: WebhookEndpoint) -> list[Any]:
+    args = _insert_args(endpoint)
+    return args[:8] + args[9:]  # without created_at
+
+
+class PostgresWebhooks:
+    """Mixed into ``PostgresBackend``, which has the database."""
+
+    db: Database
+
+    async def create_webhook(self, endpoint: WebhookEndpoint) -> WebhookEndpoint:
+        async def op(tx: Tx) -> WebhookEndpoint:
+            await tx.conn.execute(Q["insert_webhook"], *_insert_args(endpoint))
+            row = await tx.conn.fetchrow(Q["get_webhook"], endpoint.tenant, endpoint.id)
+            return endpoint_from_row(row)
+
+        return await self.db.write(op)
+
+    async def get_webhook(self, tenant: str, endpoint_id: str) -> WebhookEndpoint | None:
+        row = await self.db.fetchrow(Q["get_webhook"], tenant, endpoint_id)
+        return None if row is None else endpoint_from_row(row)
+
+    async def list_webhooks(self, tenant: str) -> list[WebhookEndpoint]:
+        return [endpoint_from_row(r) for r in await self.db.fetch(Q["list_webhooks"], tenant)]
+
+    async def update_webhook(self, endpoint: WebhookEndpoint) -> bool:
+        async def op(tx: Tx) -> bool:
+            done = await tx.conn.execute(Q["update_webhook"], *_update_args(endpoint))
+            return str(done) == "UPDATE 1"
+
+        return await self.db.write(op)
+
+    async def delete_webhook(self, tenant: str, endpoint_id: str) -> bool:
+        async def op(tx: Tx) -> bool:
+            done = await tx.conn.execute(Q["delete_webhook"], tenant, endpoint_id)
+            return str(done) == "DELETE 1"
+
+        return await self.db.write(op)
+
+    async def claim_deliveries(
+        self, owner: str, limit: int, lease_seconds: float
+    ) -> list[Delivery]:
+        async def op(tx: Tx) -> list[Delivery]:
+            now = await fan_out(tx)
+            rows = await tx.conn.fetch(Q["claim_deliveries"], owner, lease_seconds, limit)
+            endpoints: dict[tuple[str, str], WebhookEndpoint | None] = {}
+            for row in rows:
+                key = (row["tenant"], row["endpoint_id"])
+                if key not in endpoints:
+                    found = await tx.conn.fetchrow(Q["get_webhook"], *key)
+                    endpoints[key] = None if found is None else endpoint_from_row(found)
+            return [claimed(r, endpoints[(r["tenant"], r["endpoint_id"])], now) for r in rows]
+
+        return await self.db.write(op)
+
+    async def record_deliveries(self, owner: str, outcomes: Sequence[DeliveryOutcome]) -> int:
+        async def op(tx: Tx) -> int:
+            applied = 0
+            for outcome in outcomes:
+                old = await tx.conn.fetchval(Q["leased_attempts"], outcome.delivery_id, owner)
+                if old is None:
+                    continue
+                pending = outcome.status == "pending"
+                done = await tx.conn.execute(
+                    Q["record_delivery"],
+                    outcome.delivery_id,
+                    owner,
+                    outcome.status,
+                    1 if outcome.attempt is not None else 0,
+                    (outcome.retry_in or 0.0) if pending else None,
+                    recorded_attempts(old, outcome),
+                )
+                applied += str(done) == "UPDATE 1"
+                if outcome.disable_endpoint is not None:
+                    await tx.conn.execute(
+                        Q["disable_webhook"], outcome.disable_endpoint, outcome.delivery_id
+                    )
+            return applied
+
+        return await self.db.write(op)
+
+    async def list_deliveries(self, tenant: str, job_id: str) -> list[Delivery] | None:
+        if await self.db.fetchval(Q["job_exists"], job_id, tenant) is None:
+            return None
+        rows = await self.db.fetch(Q["deliveries_of_job"], job_id, tenant)
+        return [delivery_from_row(r, r["shown_url"]) for r in rows]
+
+    async def replay_delivery(self, tenant: str, job_id: str, delivery_id: str) -> Delivery | None:
+        async def op(tx: Tx) -> Delivery | None:
+            done = await tx.conn.execute(Q["replay_delivery"], delivery_id, tenant, job_id)
+            if str(done) != "UPDATE 1":
+                return None
+            rows = await tx.conn.fetch(Q["deliveries_of_job"], job_id, tenant)
+            row = next(r for r in rows if r["id"] == delivery_id)
+            return delivery_from_row(row, row["shown_url"])
+
+        return await self.db.write(op)
+
+
+async def fan_out(tx: Tx) -> float:
+    """Turn the outbox's events into deliveries (in the claiming transaction); the store's
+    time."""
+    now = float(await tx.conn.fetchval(Q["now"]))
+    rows = await tx.conn.fetch(Q["outbox_events"], FAN_OUT_BATCH)
+    if not rows:
+        return now
+    endpoints: dict[str, list[WebhookEndpoint]] = {}
+    deliveries: list[tuple[Any, ...]] = []
+    for row in rows:
+        event = outbox_event_from_row(row)
+        if event.tenant not in endpoints:
+            found = await tx.conn.fetch(Q["endpoints_of_tenant"], event.tenant)
+            endpoints[event.tenant] = [endpoint_from_row(r) for r in found]
+        if event.webhook_url is not None and not any(
+            e.id == DEFAULT_ENDPOINT for e in endpoints[event.tenant]
+        ):
+            signer = default_endpoint(event.tenant, new_secret(), now)
+            await tx.conn.execute(Q["insert_webhook"], *_insert_args(signer))
+            stored = await tx.conn.fetchrow(Q["get_webhook"], event.tenant, DEFAULT_ENDPOINT)
+            endpoints[event.tenant].append(endpoint_from_row(stored))
+        deliveries += [delivery_row(d, now) for d in plan(event, endpoints[event.tenant], now)]
+    await tx.conn.execute(Q["delete_outbox_events"], [r["num"] for r in rows])
+    if deliveries:
+        await tx.conn.executemany(Q["insert_delivery"], deliveries)
+    return now
