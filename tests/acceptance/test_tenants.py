@@ -249,6 +249,8 @@ ID_ROUTES: dict[str, Call] = {
     "GET /v1/jobs/{id}/ws": _websocket,
     "POST /v1/jobs/{id}/cancel": _request("POST", "/cancel"),
     "DELETE /v1/jobs/{id}": _request("DELETE"),
+    "GET /v1/jobs/{id}/deliveries": _request("GET", "/deliveries"),
+    "POST /v1/jobs/{id}/deliveries/{d}/replay": _request("POST", "/deliveries/dlv_x/replay"),
 }
 
 
@@ -272,6 +274,14 @@ def _own_success(deployment: Deployment, route: str, tenant: Tenant) -> None:
         answer = call(deployment, tenant.headers, completed)
         assert answer.status == 200, answer.body
         assert (answer.body["id"], answer.body["status"]) == (completed, "completed")
+    elif route == "GET /v1/jobs/{id}/deliveries":
+        answer = call(deployment, tenant.headers, completed)
+        assert answer.status == 200, answer.body
+        assert answer.body["data"] == []  # no webhook asked for
+    elif route == "POST /v1/jobs/{id}/deliveries/{d}/replay":
+        answer = call(deployment, tenant.headers, completed)
+        assert answer.status == 404, answer.body
+        assert answer.body["type"] == "/problems/delivery-not-found"
     elif route == "GET /v1/jobs/{id}/result":
         answer = call(deployment, tenant.headers, completed)
         assert answer.status == 200, answer.body

@@ -37,7 +37,7 @@ from longjobs.backends.notify import (
     job_key,
 )
 from longjobs.backends.outbox import RETENTION_SECONDS
-from longjobs.backends.postgres_db import SCHEMA_VERSION, Conn, Database, Q, Tx
+from longjobs.backends.postgres_db import SCHEMA_VERSION, Conn, Database, Q, Tx, storable, text
 from longjobs.backends.postgres_webhooks import PostgresWebhooks, fan_out
 from longjobs.backends.rows import (
     JOB_SELECT,
@@ -508,16 +508,6 @@ async def _sweep(tx: Tx) -> Sweep:
         cancelled=counts[Status.CANCELLED],
         results_expired=expired,
     )
-
-
-def storable(value: str) -> bool:
-    """PostgreSQL text cannot hold NUL: a name with one names nothing stored."""
-    return "\x00" not in value
-
-
-def text(value: str | None) -> str | None:
-    """``value`` for a text column: a NUL (which PostgreSQL text cannot hold) becomes U+FFFD."""
-    return value.replace("\x00", "\ufffd") if value and "\x00" in value else value
 
 
 _PENDING = dumps(status_event(Status.PENDING, 0))

@@ -234,6 +234,16 @@ _FIRST_LISTEN_SECONDS = 5.0  # how long open() retries before it reports the sto
 _PAYLOAD_BYTES = 7000  # PostgreSQL refuses a payload of 8000 bytes or more
 
 
+def storable(value: str) -> bool:
+    """PostgreSQL text cannot hold NUL: a name with one names nothing stored."""
+    return "\x00" not in value
+
+
+def text(value: str | None) -> str | None:
+    """``value`` for a text column: a NUL (which PostgreSQL text cannot hold) becomes U+FFFD."""
+    return value.replace("\x00", "\ufffd") if value and "\x00" in value else value
+
+
 def payloads(token: str, keys: set[str]) -> list[str]:
     """The notifications that carry ``keys``: each the token, then keys one per line."""
     found: list[str] = []

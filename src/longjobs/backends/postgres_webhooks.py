@@ -26,7 +26,7 @@ from longjobs.backends.outbox import (
     plan,
     recorded_attempts,
 )
-from longjobs.backends.postgres_db import Q
+from longjobs.backends.postgres_db import Q, storable, text
 from longjobs.webhooks.signing import new_secret
 
 if TYPE_CHECKING:
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 def _insert_args(endpoint: WebhookEndpoint) -> list[Any]:
     p = endpoint_params(endpoint)
+    p["description"] = text(p["description"])  # text columns cannot hold NUL
     return [
         p["tenant"], p["id"], p["url"], p["secret"], p["previous_secret"],
         p["previous_secret_until"], p["event_types"], p["description"], p["created_at"],
@@ -61,6 +62,8 @@ class PostgresWebhooks:
         return await self.db.write(op)
 
     async def get_webhook(self, tenant: str, endpoint_id: str) -> WebhookEndpoint | None:
+        if not storable(endpoint_id):
+            return None
         row = await self.db.fetchrow(Q["get_webhook"], tenant, endpoint_id)
         return None if row is None else endpoint_from_row(row)
 
@@ -75,6 +78,9 @@ class PostgresWebhooks:
         return await self.db.write(op)
 
     async def delete_webhook(self, tenant: str, endpoint_id: str) -> bool:
+        if not storable(endpoint_id):
+            return False
+
         async def op(tx: Tx) -> bool:
             done = await tx.conn.execute(Q["delete_webhook"], tenant, endpoint_id)
             return str(done) == "DELETE 1"
@@ -124,12 +130,17 @@ class PostgresWebhooks:
         return await self.db.write(op)
 
     async def list_deliveries(self, tenant: str, job_id: str) -> list[Delivery] | None:
+        if not storable(job_id):
+            return None
         if await self.db.fetchval(Q["job_exists"], job_id, tenant) is None:
             return None
         rows = await self.db.fetch(Q["deliveries_of_job"], job_id, tenant)
         return [delivery_from_row(r, r["shown_url"]) for r in rows]
 
     async def replay_delivery(self, tenant: str, job_id: str, delivery_id: str) -> Delivery | None:
+        if not (storable(job_id) and storable(delivery_id)):
+            return None
+
         async def op(tx: Tx) -> Delivery | None:
             done = await tx.conn.execute(Q["replay_delivery"], delivery_id, tenant, job_id)
             if str(done) != "UPDATE 1":
