@@ -90,6 +90,9 @@ class PostgresWebhooks:
     async def claim_deliveries(
         self, owner: str, limit: int, lease_seconds: float
     ) -> list[Delivery]:
+        if not await self.db.fetchval(Q["deliveries_due"]):
+            return []  # claiming is a write; most looks find nothing to do
+
         async def op(tx: Tx) -> list[Delivery]:
             now = await fan_out(tx)
             rows = await tx.conn.fetch(Q["claim_deliveries"], owner, lease_seconds, limit)

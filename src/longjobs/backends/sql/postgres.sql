@@ -456,6 +456,12 @@ INSERT INTO webhook_deliveries (id, event_id, tenant, job_id, endpoint_id, url, 
                                 created_at, next_attempt_at, updated_at)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
 
+-- Read first: claiming is a write, and most looks find nothing to do.
+-- name: deliveries_due
+SELECT EXISTS(SELECT 1 FROM webhook_outbox)
+       OR EXISTS(SELECT 1 FROM webhook_deliveries
+                 WHERE status = 'pending' AND next_attempt_at <= longjobs_now())
+
 -- A leased delivery comes due again when its lease runs out.
 -- name: claim_deliveries
 UPDATE webhook_deliveries
