@@ -29,6 +29,7 @@ from longjobs.app import App
 from longjobs.cli_jobs import JOB_COMMANDS
 from longjobs.cli_keys import keys, run_command
 from longjobs.cli_store import migrate
+from longjobs.cli_webhooks import webhooks
 from longjobs.errors import LongjobsError
 
 log = logging.getLogger("longjobs")
@@ -388,6 +389,7 @@ async def _work(app: App, concurrency: int | None) -> None:
 
 cli.add_command(keys)  # longjobs keys ...
 cli.add_command(migrate)  # longjobs migrate
+cli.add_command(webhooks)  # longjobs webhooks ...
 for command in JOB_COMMANDS:  # longjobs submit | watch | ls | get | cancel | result | kinds
     cli.add_command(command)
 

@@ -104,6 +104,18 @@ def connected(server: str, api_key: str | None) -> Iterator[Client]:
         raise CommandFailed(_describe(exc), code) from None
 
 
+@contextmanager
+def webhook_url_checked(url: str | None) -> Iterator[None]:
+    """A webhook URL the server refused becomes one line naming it (rather than the field)."""
+    try:
+        yield
+    except InvalidRequest as exc:
+        refused = [e for e in exc.problem.errors or [] if e.type == "unsafe_destination"]
+        if url is None or not refused:
+            raise
+        raise CommandFailed(f"{url}: {refused[0].msg}", EXIT_USAGE) from None
+
+
 def _describe(exc: Exception) -> str:
     if not isinstance(exc, APIError):
         return str(exc)
@@ -139,6 +151,13 @@ def _job_json(job: JobResource) -> Any:
 @click.option("--watch", is_flag=True, help="Show a live progress bar until the job ends.")
 @click.option("--priority", type=int, default=None, help="Higher runs first (default 0).")
 @click.option("--idempotency-key", default=None, help="The same key never makes two jobs.")
+@click.option(
+    "--webhook",
+    "webhook_url",
+    default=None,
+    metavar="URL",
+    help="POST the job's end to URL (signed: see 'longjobs webhooks secret').",
+)
 @server_options
 def submit(
     kind: str,
@@ -147,15 +166,21 @@ def submit(
     watch: bool,
     priority: int | None,
     idempotency_key: str | None,
+    webhook_url: str | None,
     server: str,
     api_key: str | None,
     as_json: bool,
 ) -> None:
     """Submit a job of KIND; prints its id (or the job with --json)."""
     payload = _read_input(input_text)
-    with connected(server, api_key) as client:
+    with connected(server, api_key) as client, webhook_url_checked(webhook_url):
         job = client.submit(
-            kind, payload, wait=wait, priority=priority, idempotency_key=idempotency_key
+            kind,
+            payload,
+            wait=wait,
+            priority=priority,
+            idempotency_key=idempotency_key,
+            webhook_url=webhook_url,
         )
         if watch:
             _watch(client, job, as_json=as_json, cancel_on_interrupt=False)

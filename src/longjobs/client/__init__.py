@@ -19,7 +19,14 @@ from longjobs.client.errors import (
     WaitTimeout,
 )
 from longjobs.client.sync import Client
-from longjobs.schemas import EventResource, JobResource, KindResource
+from longjobs.schemas import (
+    DeliveryAttemptResource,
+    DeliveryResource,
+    EventResource,
+    JobResource,
+    KindResource,
+    WebhookResource,
+)
 
 __all__ = [
     "APIError",
@@ -27,6 +34,8 @@ __all__ = [
     "Backoff",
     "Client",
     "ConnectionFailed",
+    "DeliveryAttemptResource",
+    "DeliveryResource",
     "EventResource",
     "InvalidRequest",
     "JobCancelled",
@@ -40,4 +49,5 @@ __all__ = [
     "Unauthorized",
     "Unavailable",
     "WaitTimeout",
+    "WebhookResource",
 ]

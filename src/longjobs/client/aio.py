@@ -18,14 +18,15 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Self, TypeVar
-from urllib.parse import quote
+from typing import Any, Self
 
 import httpx
 from httpx_sse import EventSource
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
+from longjobs.client._wire import parse, resource_path
 from longjobs.client.errors import ConnectionFailed, NotFound, WaitTimeout, error_for
+from longjobs.client.webhooks import WebhookMethods
 from longjobs.models import JSON, Status
 from longjobs.schemas import (
     EventResource,
@@ -38,6 +39,10 @@ from longjobs.schemas import (
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 RETRIED_STATUSES = frozenset({429, 502, 503, 504})
+REFUSED_STATUSES = frozenset({429, 503})
+"""The retried statuses that say the server did nothing (a proxy's 502/504 do not)."""
+NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout)
+"""The transport errors raised before the request left (those after it are ambiguous)."""
 LONG_POLL_SECONDS = 30.0
 """The longest single ``GET ?wait=`` of ``wait()``; the server may cap it lower."""
 STREAM_READ_SECONDS = 60.0
@@ -60,8 +65,8 @@ class Backoff:
         return delay
 
 
-class AsyncClient:
-    """A longjobs server's jobs, from Python.
+class AsyncClient(WebhookMethods):
+    """A longjobs server's jobs (and their webhooks: ``WebhookMethods``), from Python.
 
     ``server`` defaults to ``LONGJOBS_SERVER`` or http://127.0.0.1:8000, ``api_key`` to
     ``LONGJOBS_API_KEY`` (none: open mode). ``timeout`` bounds each request's connect, write
@@ -129,11 +134,14 @@ class AsyncClient:
         result_ttl_seconds: float | None = None,
         delay_seconds: float | None = None,
         metadata: Mapping[str, JSON] | None = None,
+        webhook_url: str | None = None,
     ) -> JobResource:
         """Submit a job of ``kind``; the new job (``pending``), or with ``wait`` the finished job
         if it ended within ``wait`` seconds (capped by the server). A retried call never makes a
         second job: the same ``idempotency_key`` (one is generated when none is given) returns
-        the first. Raises ``NotFound`` for an unknown kind, ``InvalidRequest`` for bad input."""
+        the first. ``webhook_url`` receives the job's terminal event, signed with the secret of
+        ``default_webhook_secret()``. Raises ``NotFound`` for an unknown kind, ``InvalidRequest``
+        for bad input (a ``webhook_url`` the server may not call among it)."""
         options = {
             "priority": priority,
             "timeout_seconds": timeout_seconds,
@@ -141,6 +149,7 @@ class AsyncClient:
             "result_ttl_seconds": result_ttl_seconds,
             "delay_seconds": delay_seconds,
             "metadata": dict(metadata) if metadata is not None else None,
+            "webhook": {"url": webhook_url} if webhook_url is not None else None,
         }
         body = {"kind": kind, "input": input}
         body.update({name: value for name, value in options.items() if value is not None})
@@ -171,7 +180,7 @@ class AsyncClient:
             params["kind"] = kind
         while True:
             response = await self._send("GET", "/v1/jobs", params=params)
-            page = _model(JobList, response)
+            page = parse(JobList, response)
             for job in page.data:
                 yield job
             if page.next_cursor is None:
@@ -295,7 +304,7 @@ class AsyncClient:
     async def kinds(self) -> builtins.list[KindResource]:
         """The job kinds the server runs, with their input JSON Schemas and defaults."""
         response = await self._send("GET", "/v1/kinds")
-        return _model(KindList, response).data
+        return parse(KindList, response).data
 
     # -- transport ----------------------------------------------------------------------------
     async def _send(
@@ -308,7 +317,10 @@ class AsyncClient:
         headers: Mapping[str, str] | None = None,
         waits: float = 0.0,
         gone_ok_on_retry: bool = False,
+        repeatable: bool = True,
     ) -> httpx.Response:
+        """``repeatable=False``: a call that must not be made twice is retried only when the
+        server cannot have acted on it (the connection was never made, or 429/503)."""
         timeout = httpx.Timeout(self._timeout, read=self._timeout + waits)
         retry = 0
         while True:
@@ -317,14 +329,16 @@ class AsyncClient:
                     method, path, json=json, params=params, headers=headers, timeout=timeout
                 )
             except httpx.TransportError as exc:
-                if retry >= self._retries:
+                if retry >= self._retries or not (repeatable or isinstance(exc, NOT_SENT)):
+                    maybe = "" if repeatable else " (not retried: it may have been done)"
                     raise ConnectionFailed(
-                        f"cannot reach {self.server}: {exc or exc.__class__.__name__}"
+                        f"cannot reach {self.server}: {exc or exc.__class__.__name__}{maybe}"
                     ) from None
                 await asyncio.sleep(self._backoff.delay(retry))
                 retry += 1
                 continue
-            if response.status_code in RETRIED_STATUSES and retry < self._retries:
+            retried = RETRIED_STATUSES if repeatable else REFUSED_STATUSES
+            if response.status_code in retried and retry < self._retries:
                 await asyncio.sleep(self._backoff.delay(retry, _retry_after(response)))
                 retry += 1
                 continue
@@ -342,30 +356,15 @@ class _StreamBroken(Exception):
 
 
 def _path(job_id: str, *rest: str) -> str:
-    return "/".join(("/v1/jobs", quote(job_id, safe=""), *rest))
+    return resource_path("/v1/jobs", job_id, *rest)
 
 
 def _seconds(value: float) -> str:
     return f"{max(0.0, value):.3f}".rstrip("0").rstrip(".") or "0"
 
 
-M = TypeVar("M", bound=BaseModel)
-
-
-def _model(model: type[M], response: httpx.Response) -> M:
-    """``response``'s body as ``model``; ConnectionFailed when it is not one (the URL reaches
-    some other server, a proxy's error page, a captive portal)."""
-    try:
-        return model.model_validate_json(response.content)
-    except ValidationError:
-        raise ConnectionFailed(
-            f"{response.request.url} answered {response.status_code} with something that is "
-            "not a longjobs answer: is the server URL right?"
-        ) from None
-
-
 def _job(response: httpx.Response) -> JobResource:
-    return _model(JobResource, response)
+    return parse(JobResource, response)
 
 
 def _retry_after(response: httpx.Response) -> float | None:
