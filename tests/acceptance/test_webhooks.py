@@ -221,6 +221,10 @@ def test_410_disables_the_endpoint_until_it_is_enabled_again(
     assert deliveries(api, second) == []
     assert len(receiver.received) == 1
 
+    blocked = api.post(f"/v1/jobs/{first}/deliveries/{delivery['id']}/replay")
+    assert blocked.status_code == 409, blocked.text
+    assert blocked.json()["type"] == "/problems/delivery-blocked"
+
     enabled = api.patch(f"/v1/webhooks/{endpoint['id']}", json={"enabled": True})
     assert enabled.json()["status"] == "enabled"
     third = quick_job(api)

@@ -17,6 +17,7 @@ from longjobs.backends.outbox import (
     DeliveryAttempt,
     DeliveryOutcome,
     DeliveryStatus,
+    WebhookChange,
     WebhookEndpoint,
 )
 from longjobs.models import Job, Status
@@ -172,21 +173,76 @@ async def test_endpoints_are_stored_once_per_tenant_and_listed_oldest_first(
     assert await backend.list_webhooks(OTHER_TENANT) == [theirs]
 
 
-async def test_an_update_overwrites_what_may_change(backend: Backend) -> None:
-    old = await register(backend)
+async def test_an_update_changes_only_what_it_names(backend: Backend) -> None:
+    old = await register(backend, description="first")
     theirs = await register(backend, "wh_2", tenant=OTHER_TENANT)
-    new = dataclasses.replace(
-        old, url="https://new.example.com/hooks", secret=new_secret(), previous_secret=old.secret,
-        previous_secret_until=time.time() + 3600, event_types=("job.completed", "job.failed"),
-        description="rotated", disabled_at=time.time(), disabled_reason="paused",
-    )  # fmt: skip
+    change = WebhookChange(
+        url="https://new.example.com/hooks", event_types=("job.completed", "job.failed")
+    )
 
-    assert await backend.update_webhook(new)
-    assert await webhook(backend) == new
-    assert not await backend.update_webhook(endpoint("wh_9"))
-    assert not await backend.update_webhook(dataclasses.replace(theirs, tenant=TENANT))
-    assert await backend.get_webhook(TENANT, "wh_2") is None
+    updated = await backend.update_webhook(TENANT, "wh_1", change)
+
+    expected = dataclasses.replace(
+        old, url="https://new.example.com/hooks", event_types=("job.completed", "job.failed")
+    )
+    assert updated == expected
+    assert await webhook(backend) == expected
+    cleared = await backend.update_webhook(TENANT, "wh_1", WebhookChange(set_description=True))
+    assert cleared is not None
+    assert cleared.description is None
+    assert cleared.url == expected.url
+    assert await backend.update_webhook(TENANT, "wh_9", change) is None
+    assert await backend.update_webhook(TENANT, "wh_2", change) is None  # another tenant's
     assert await webhook(backend, "wh_2", OTHER_TENANT) == theirs
+
+
+async def test_a_rotation_keeps_the_old_secret_signing_until_its_time(backend: Backend) -> None:
+    old = await register(backend)
+    until = time.time() + 3600
+    first, second = new_secret(), new_secret()
+
+    rotated = await backend.update_webhook(
+        TENANT, "wh_1", WebhookChange(new_secret=first, previous_secret_until=until)
+    )
+    again = await backend.update_webhook(
+        TENANT, "wh_1", WebhookChange(new_secret=second, previous_secret_until=until)
+    )
+
+    assert rotated is not None
+    assert (rotated.secret, rotated.previous_secret) == (first, old.secret)
+    assert rotated.signing_secrets(time.time()) == (first, old.secret)
+    assert again is not None
+    assert (again.secret, again.previous_secret) == (second, first)
+    assert again.url == old.url
+
+
+async def test_enabling_and_disabling_keep_the_first_reason(backend: Backend) -> None:
+    await register(backend)
+    job = await completed(backend)
+    await fan_out(backend)
+    (delivery,) = await claim(backend)
+    await backend.record_deliveries(
+        OWNER,
+        [DeliveryOutcome(delivery.id, tried(410), "failed", disable_endpoint="410 Gone")],
+    )
+
+    disabled = await backend.update_webhook(TENANT, "wh_1", WebhookChange(enabled=False))
+    described = await backend.update_webhook(
+        TENANT, "wh_1", WebhookChange(description="x", set_description=True)
+    )
+    enabled = await backend.update_webhook(TENANT, "wh_1", WebhookChange(enabled=True))
+    paused = await backend.update_webhook(TENANT, "wh_1", WebhookChange(enabled=False))
+
+    assert job.id == delivery.job_id
+    assert disabled is not None
+    assert disabled.disabled_reason == "410 Gone"  # already disabled: kept as it was
+    assert described is not None
+    assert described.disabled_at is not None  # an unrelated change does not enable it
+    assert enabled is not None
+    assert (enabled.disabled_at, enabled.disabled_reason) == (None, None)
+    assert paused is not None
+    assert paused.disabled_at is not None
+    assert paused.disabled_reason == "disabled by request"
 
 
 async def test_delete_removes_an_endpoint_once_but_never_default(backend: Backend) -> None:
@@ -415,29 +471,30 @@ async def test_gone_disables_the_endpoint_but_never_default(backend: Backend) ->
 
 @pytest.mark.parametrize("gone", ["deleted", "disabled"])
 async def test_a_delivery_to_a_gone_endpoint_is_blocked(backend: Backend, gone: str) -> None:
-    registered = await register(backend)
+    await register(backend)
     job = await completed(backend)
     await fan_out(backend)
     if gone == "deleted":
         assert await backend.delete_webhook(TENANT, "wh_1")
     else:
-        paused = dataclasses.replace(registered, disabled_at=time.time(), disabled_reason="paused")
-        assert await backend.update_webhook(paused)
+        assert await backend.update_webhook(TENANT, "wh_1", WebhookChange(enabled=False))
 
     delivery = await claim_single(backend)
 
     assert (delivery.job_id, delivery.endpoint_id, delivery.secrets) == (job.id, "wh_1", ())
     assert delivery.blocked
-    assert gone == "deleted" or "paused" in delivery.blocked
+    assert gone == "deleted" or "disabled by request" in delivery.blocked
 
 
 async def test_deliveries_are_listed_for_the_jobs_own_tenant(backend: Backend) -> None:
-    registered = await register(backend)
+    await register(backend)
     job = await completed(backend, webhook_url=JOB_URL)
     await fan_out(backend)
     before = await backend.list_deliveries(TENANT, job.id)
-    moved = dataclasses.replace(registered, url="https://moved.example.com/hooks")
-    assert await backend.update_webhook(moved)
+    moved = await backend.update_webhook(
+        TENANT, "wh_1", WebhookChange(url="https://moved.example.com/hooks")
+    )
+    assert moved is not None
 
     assert await backend.list_deliveries(TENANT, "job_unknown") is None
     assert await backend.list_deliveries(OTHER_TENANT, job.id) is None

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from longjobs.backends.notify import Subscription, Wake, Watch
-from longjobs.backends.outbox import Delivery, DeliveryOutcome, WebhookEndpoint
+from longjobs.backends.outbox import Delivery, DeliveryOutcome, WebhookChange, WebhookEndpoint
 from longjobs.models import JSON, Event, Job, JobError, Page, Status
 
 
@@ -303,9 +303,11 @@ class Backend(Protocol):
     async def list_webhooks(self, tenant: str) -> list[WebhookEndpoint]:
         """The tenant's endpoints, oldest first, without ``default``."""
 
-    async def update_webhook(self, endpoint: WebhookEndpoint) -> bool:
-        """Overwrite what may change (url, secrets, event types, description, disabled); False
-        when the tenant has no such endpoint."""
+    async def update_webhook(
+        self, tenant: str, endpoint_id: str, change: WebhookChange
+    ) -> WebhookEndpoint | None:
+        """Apply ``change`` in one step; the endpoint after it, or None when the tenant has no
+        such endpoint."""
 
     async def delete_webhook(self, tenant: str, endpoint_id: str) -> bool:
         """Remove an endpoint; its pending deliveries fail when they come due."""

@@ -16,6 +16,7 @@ from longjobs.backends.outbox import (
     Delivery,
     DeliveryOutcome,
     OutboxEvent,
+    WebhookChange,
     WebhookEndpoint,
     blocked_reason,
     default_endpoint,
@@ -80,13 +81,14 @@ class MemoryWebhooks:
         ]
         return sorted(found, key=lambda e: (e.created_at, e.id))
 
-    async def update_webhook(self, endpoint: WebhookEndpoint) -> bool:
-        key = (endpoint.tenant, endpoint.id)
-        old = self._endpoints.get(key)
+    async def update_webhook(
+        self, tenant: str, endpoint_id: str, change: WebhookChange
+    ) -> WebhookEndpoint | None:
+        old = self._endpoints.get((tenant, endpoint_id))
         if old is None:
-            return False
-        self._endpoints[key] = dataclasses.replace(endpoint, created_at=old.created_at)
-        return True
+            return None
+        new = self._endpoints[(tenant, endpoint_id)] = change.applied(old, self.now())
+        return new
 
     async def delete_webhook(self, tenant: str, endpoint_id: str) -> bool:
         if endpoint_id == DEFAULT_ENDPOINT:

@@ -16,6 +16,7 @@ The data path:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import secrets
 from collections.abc import Sequence
@@ -77,6 +78,63 @@ class WebhookEndpoint:
         """The secrets a delivery made at ``now`` is signed with, the current one first."""
         keep = self.previous_secret and (self.previous_secret_until or 0) > now
         return (self.secret, self.previous_secret) if keep else (self.secret,)  # type: ignore[return-value]
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookChange:
+    """What one update of an endpoint changes, applied in one statement (so that concurrent
+    updates, a rotation and a disabling after a 410 never undo each other). None: unchanged."""
+
+    url: str | None = None
+    event_types: tuple[str, ...] | None = None
+    description: str | None = None
+    set_description: bool = False
+    """Whether ``description`` (None included) replaces the old one."""
+    enabled: bool | None = None
+    """True clears a disabling; False disables ("disabled by request") unless disabled."""
+    new_secret: str | None = field(default=None, repr=False)
+    """A rotation: the current secret becomes the previous one, signing until
+    ``previous_secret_until``."""
+    previous_secret_until: float | None = None
+
+    def applied(self, endpoint: WebhookEndpoint, now: float) -> WebhookEndpoint:
+        """``endpoint`` after this change (the in-memory store's way; SQL does the same)."""
+        changed = endpoint
+        if self.url is not None:
+            changed = dataclasses.replace(changed, url=self.url)
+        if self.event_types is not None:
+            changed = dataclasses.replace(changed, event_types=self.event_types)
+        if self.set_description:
+            changed = dataclasses.replace(changed, description=self.description)
+        if self.enabled is True:
+            changed = dataclasses.replace(changed, disabled_at=None, disabled_reason=None)
+        elif self.enabled is False and changed.disabled_at is None:
+            changed = dataclasses.replace(
+                changed, disabled_at=now, disabled_reason=DISABLED_BY_REQUEST
+            )
+        if self.new_secret is not None:
+            changed = dataclasses.replace(
+                changed,
+                secret=self.new_secret,
+                previous_secret=endpoint.secret,
+                previous_secret_until=self.previous_secret_until,
+            )
+        return changed
+
+    def params(self) -> dict[str, Any]:
+        """The parameters of the SQL stores' ``update_webhook``."""
+        return {
+            "url": self.url,
+            "event_types": None if self.event_types is None else event_types_json(self.event_types),
+            "set_description": self.set_description,
+            "description": self.description,
+            "enabled": None if self.enabled is None else int(self.enabled),
+            "new_secret": self.new_secret,
+            "previous_secret_until": self.previous_secret_until,
+        }
+
+
+DISABLED_BY_REQUEST = "disabled by request"
 
 
 @dataclass(frozen=True, slots=True)

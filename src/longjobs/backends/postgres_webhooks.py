@@ -15,6 +15,7 @@ from longjobs.backends.outbox import (
     FAN_OUT_BATCH,
     Delivery,
     DeliveryOutcome,
+    WebhookChange,
     WebhookEndpoint,
     claimed,
     default_endpoint,
@@ -43,11 +44,6 @@ def _insert_args(endpoint: WebhookEndpoint) -> list[Any]:
     ]  # fmt: skip
 
 
-def _update_args(endpoint: WebhookEndpoint) -> list[Any]:
-    args = _insert_args(endpoint)
-    return args[:8] + args[9:]  # without created_at
-
-
 class PostgresWebhooks:
     """Mixed into ``PostgresBackend``, which has the database."""
 
@@ -70,10 +66,20 @@ class PostgresWebhooks:
     async def list_webhooks(self, tenant: str) -> list[WebhookEndpoint]:
         return [endpoint_from_row(r) for r in await self.db.fetch(Q["list_webhooks"], tenant)]
 
-    async def update_webhook(self, endpoint: WebhookEndpoint) -> bool:
-        async def op(tx: Tx) -> bool:
-            done = await tx.conn.execute(Q["update_webhook"], *_update_args(endpoint))
-            return str(done) == "UPDATE 1"
+    async def update_webhook(
+        self, tenant: str, endpoint_id: str, change: WebhookChange
+    ) -> WebhookEndpoint | None:
+        if not storable(endpoint_id):
+            return None
+        p = change.params()
+
+        async def op(tx: Tx) -> WebhookEndpoint | None:
+            row = await tx.conn.fetchrow(
+                Q["update_webhook"], tenant, endpoint_id, p["url"], p["event_types"],
+                p["set_description"], text(p["description"]), p["enabled"], p["new_secret"],
+                p["previous_secret_until"],
+            )  # fmt: skip
+            return None if row is None else endpoint_from_row(row)
 
         return await self.db.write(op)
 

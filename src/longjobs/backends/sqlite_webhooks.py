@@ -16,6 +16,7 @@ from longjobs.backends.outbox import (
     FAN_OUT_BATCH,
     Delivery,
     DeliveryOutcome,
+    WebhookChange,
     WebhookEndpoint,
     claimed,
     default_endpoint,
@@ -66,9 +67,13 @@ class SQLiteWebhooks:
 
         return await self.readers.run(op)
 
-    async def update_webhook(self, endpoint: WebhookEndpoint) -> bool:
-        def op(tx: Tx) -> bool:
-            return tx.conn.execute(Q["update_webhook"], endpoint_params(endpoint)).rowcount == 1
+    async def update_webhook(
+        self, tenant: str, endpoint_id: str, change: WebhookChange
+    ) -> WebhookEndpoint | None:
+        def op(tx: Tx) -> WebhookEndpoint | None:
+            params = {**change.params(), "tenant": tenant, "id": endpoint_id, "now": tx.now}
+            row = tx.conn.execute(Q["update_webhook"], params).fetchone()
+            return None if row is None else endpoint_from_row(row)
 
         return await self.writer.run(op)
 

@@ -47,6 +47,7 @@ PROBLEMS: dict[str, tuple[int, str]] = {
     "job-failed": (409, "Job failed"),
     "job-cancelled": (409, "Job cancelled"),
     "too-many-webhooks": (409, "Too many webhook endpoints"),
+    "delivery-blocked": (409, "Webhook endpoint disabled or deleted"),
     "result-expired": (410, "Result expired"),
     "payload-too-large": (413, "Payload too large"),
     "unsupported-media-type": (415, "Unsupported media type"),

@@ -7,7 +7,6 @@ delivery against the address dialled (``longjobs.webhooks.delivery``).
 
 from __future__ import annotations
 
-import dataclasses
 import secrets
 import time
 from collections.abc import Sequence
@@ -16,7 +15,15 @@ from datetime import UTC, datetime
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from longjobs.backends.outbox import DEFAULT_ENDPOINT, Delivery, WebhookEndpoint, default_endpoint
+from longjobs.app import App
+from longjobs.backends.outbox import (
+    DEFAULT_ENDPOINT,
+    Delivery,
+    WebhookChange,
+    WebhookEndpoint,
+    blocked_reason,
+    default_endpoint,
+)
 from longjobs.errors import JobNotFound
 from longjobs.http.dependencies import AppDep, SettingsDep, TenantDep
 from longjobs.http.problems import AUTHENTICATED, ProblemError, documented
@@ -181,20 +188,16 @@ async def rotate_default_secret(
     """A new secret for single jobs' webhooks; the old one signs too for
     ``webhook_rotation_overlap`` seconds (default 24 h)."""
     backend = await app.open()
-    signer = default_endpoint(tenant, new_secret(), time.time())
-    current = await backend.create_webhook(signer)
-    rotated = _rotated(current, settings)
-    await backend.update_webhook(rotated)
+    await backend.create_webhook(default_endpoint(tenant, new_secret(), time.time()))
+    rotated = await backend.update_webhook(tenant, DEFAULT_ENDPOINT, _rotation(settings))
+    if rotated is None:  # not seen since it was made: cannot happen
+        raise _not_found(DEFAULT_ENDPOINT)
     return WebhookSecret(secret=rotated.secret)
 
 
-def _rotated(endpoint: WebhookEndpoint, settings: Settings) -> WebhookEndpoint:
-    return dataclasses.replace(
-        endpoint,
-        secret=new_secret(),
-        previous_secret=endpoint.secret,
-        previous_secret_until=time.time() + settings.webhook_rotation_overlap,
-    )
+def _rotation(settings: Settings) -> WebhookChange:
+    until = time.time() + settings.webhook_rotation_overlap
+    return WebhookChange(new_secret=new_secret(), previous_secret_until=until)
 
 
 @router.get(
@@ -219,24 +222,29 @@ async def update_webhook(
 ) -> WebhookResource:
     """Change an endpoint's URL, event types or description; ``enabled: true`` enables it
     again after it was disabled, ``false`` disables it."""
-    endpoint = await _endpoint(request, tenant, webhook_id)
-    changes: dict[str, object] = {}
+    await _endpoint(request, tenant, webhook_id)  # a 404 before a 422 about the URL
     if body.url is not None:
         await check_webhook_url(_state(request), body.url, ("body", "url"))
-        changes["url"] = body.url
-    if body.event_types is not None:
-        changes["event_types"] = tuple(dict.fromkeys(body.event_types))
-    if "description" in body.model_fields_set:
-        changes["description"] = body.description
-    if body.enabled is True:
-        changes.update(disabled_at=None, disabled_reason=None)
-    elif body.enabled is False and endpoint.disabled_at is None:
-        changes.update(disabled_at=time.time(), disabled_reason="disabled by request")
-    updated = dataclasses.replace(endpoint, **changes)  # type: ignore[arg-type]
+    change = WebhookChange(
+        url=body.url,
+        event_types=None if body.event_types is None else tuple(dict.fromkeys(body.event_types)),
+        description=body.description,
+        set_description="description" in body.model_fields_set,
+        enabled=body.enabled,
+    )
+    return _resource(await _updated(app, tenant, webhook_id, change))
+
+
+async def _updated(
+    app: App, tenant: str, webhook_id: str, change: WebhookChange
+) -> WebhookEndpoint:
     backend = await app.open()
-    if not await backend.update_webhook(updated):
+    updated = None
+    if webhook_id != DEFAULT_ENDPOINT:
+        updated = await backend.update_webhook(tenant, webhook_id, change)
+    if updated is None:
         raise _not_found(webhook_id)
-    return _resource(updated)
+    return updated
 
 
 @router.post(
@@ -246,15 +254,11 @@ async def update_webhook(
     responses=documented(404, 503),
 )
 async def rotate_secret(
-    webhook_id: str, request: Request, app: AppDep, settings: SettingsDep, tenant: TenantDep
+    webhook_id: str, app: AppDep, settings: SettingsDep, tenant: TenantDep
 ) -> WebhookResource:
     """A new secret, shown in the answer; the old one signs too for ``webhook_rotation_overlap``
     seconds (default 24 h), so receivers can switch without losing a delivery."""
-    rotated = _rotated(await _endpoint(request, tenant, webhook_id), settings)
-    backend = await app.open()
-    if not await backend.update_webhook(rotated):
-        raise _not_found(webhook_id)
-    return _resource(rotated, secret=True)
+    return _resource(await _updated(app, tenant, webhook_id, _rotation(settings)), secret=True)
 
 
 @router.delete(
@@ -292,16 +296,23 @@ async def list_deliveries(job_id: str, app: AppDep, tenant: TenantDep) -> Delive
     operation_id="replayDelivery",
     status_code=202,
     response_model=DeliveryResource,
-    responses=documented(404, 503),
+    responses=documented(404, 409, 503),
 )
 async def replay_delivery(
     job_id: str, delivery_id: str, app: AppDep, tenant: TenantDep
 ) -> DeliveryResource:
     """Send a delivery again now, from the first step of the retry schedule (the same
-    ``webhook-id``: receivers that dedupe see it once)."""
+    ``webhook-id``: receivers that dedupe see it once); 409 while its endpoint is disabled or
+    after it was deleted."""
     backend = await app.open()
-    if await backend.list_deliveries(tenant, job_id) is None:
+    found = await backend.list_deliveries(tenant, job_id)
+    if found is None:
         raise JobNotFound(job_id)
+    delivery = next((d for d in found if d.id == delivery_id), None)
+    if delivery is not None and delivery.endpoint_id != DEFAULT_ENDPOINT:
+        blocked = blocked_reason(await backend.get_webhook(tenant, delivery.endpoint_id))
+        if blocked is not None:
+            raise ProblemError("delivery-blocked", f"cannot send it again: {blocked}")
     replayed = await backend.replay_delivery(tenant, job_id, delivery_id)
     if replayed is None:
         raise ProblemError("delivery-not-found", f"delivery {delivery_id!r} not found")

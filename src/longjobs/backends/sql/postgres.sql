@@ -422,10 +422,23 @@ SELECT * FROM webhook_endpoints WHERE tenant = $1 AND id <> 'default' ORDER BY c
 SELECT * FROM webhook_endpoints WHERE tenant = $1
 
 -- name: update_webhook
+-- One statement: concurrent changes, rotations and a disabling after a 410 never undo each other
+-- (the right-hand sides all read the row as it was).
 UPDATE webhook_endpoints
-SET url = $3, secret = $4, previous_secret = $5, previous_secret_until = $6, event_types = $7,
-    description = $8, disabled_at = $9, disabled_reason = $10
+SET url = coalesce($3::text, url),
+    event_types = coalesce($4::text, event_types),
+    description = CASE WHEN $5::boolean THEN $6::text ELSE description END,
+    disabled_at = CASE $7::integer WHEN 1 THEN NULL WHEN 0 THEN coalesce(disabled_at, longjobs_now())
+                  ELSE disabled_at END,
+    disabled_reason = CASE $7::integer WHEN 1 THEN NULL
+                      WHEN 0 THEN coalesce(disabled_reason, 'disabled by request')
+                      ELSE disabled_reason END,
+    previous_secret = CASE WHEN $8::text IS NULL THEN previous_secret ELSE secret END,
+    previous_secret_until = CASE WHEN $8::text IS NULL THEN previous_secret_until
+                            ELSE $9::double precision END,
+    secret = coalesce($8::text, secret)
 WHERE tenant = $1 AND id = $2
+RETURNING *
 
 -- name: delete_webhook
 DELETE FROM webhook_endpoints WHERE tenant = $1 AND id = $2 AND id <> 'default'

@@ -383,11 +383,23 @@ SELECT * FROM webhook_endpoints WHERE tenant = ? AND id = ?
 SELECT * FROM webhook_endpoints WHERE tenant = ? AND id <> 'default' ORDER BY created_at, id
 
 -- name: update_webhook
+-- One statement: concurrent changes, rotations and a disabling after a 410 never undo each other
+-- (the right-hand sides all read the row as it was).
 UPDATE webhook_endpoints
-SET url = :url, secret = :secret, previous_secret = :previous_secret,
-    previous_secret_until = :previous_secret_until, event_types = :event_types,
-    description = :description, disabled_at = :disabled_at, disabled_reason = :disabled_reason
+SET url = coalesce(:url, url),
+    event_types = coalesce(:event_types, event_types),
+    description = CASE WHEN :set_description THEN :description ELSE description END,
+    disabled_at = CASE :enabled WHEN 1 THEN NULL WHEN 0 THEN coalesce(disabled_at, :now)
+                  ELSE disabled_at END,
+    disabled_reason = CASE :enabled WHEN 1 THEN NULL
+                      WHEN 0 THEN coalesce(disabled_reason, 'disabled by request')
+                      ELSE disabled_reason END,
+    previous_secret = CASE WHEN :new_secret IS NULL THEN previous_secret ELSE secret END,
+    previous_secret_until = CASE WHEN :new_secret IS NULL THEN previous_secret_until
+                            ELSE :previous_secret_until END,
+    secret = coalesce(:new_secret, secret)
 WHERE tenant = :tenant AND id = :id
+RETURNING *
 
 -- name: endpoints_of_tenant
 SELECT * FROM webhook_endpoints WHERE tenant = ?
