@@ -99,6 +99,7 @@ def _plan(
                 tmp, clients=100 if quick else 500, tokens=200, rate=50.0, worker_processes=2
             ),
         ),
+        ("webhooks-one", lambda: [webhooks_scenario.one_at_a_time(lite("webhooks-1"), jobs=200)]),
         (
             "webhooks-2000",
             lambda: [

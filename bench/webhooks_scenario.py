@@ -76,6 +76,42 @@ async def _finished_at(url: str) -> dict[str, float]:
             cursor = page.next_cursor
 
 
+async def _one_at_a_time(url: str, jobs: int, hook: str, receiver: _Receiver) -> None:
+    async with _app(url) as app:
+        for _ in range(jobs):
+            job = await app.submit("noop", None, webhook_url=hook)
+            deadline = time.monotonic() + 10
+            while job.id not in receiver.arrived and time.monotonic() < deadline:  # noqa: ASYNC110 - the receiver is another thread
+                await asyncio.sleep(0.001)
+
+
+def one_at_a_time(url: str, *, jobs: int, store: str = "") -> Measurement:
+    """``jobs`` no-op jobs with a webhook URL, each submitted once the last one's event
+    arrived: the delay of one delivery on an idle worker."""
+    receiver = _Receiver()
+    threading.Thread(target=receiver.run, daemon=True).start()
+    receiver.ready.wait(10)
+    hook = f"http://127.0.0.1:{receiver.port}/hook"
+    with workers(url, 1, 16, env=ENV):
+        asyncio.run(_one_at_a_time(url, jobs, hook, receiver))
+    finished = asyncio.run(_finished_at(url))
+    delays = [
+        (receiver.arrived[j] - at) * 1000 for j, at in finished.items() if j in receiver.arrived
+    ]
+    return Measurement(
+        scenario=f"{store}webhooks: {jobs} jobs one at a time, 1 worker",
+        metric="finish → received",
+        value=round(percentile(delays, 50), 1) if delays else float("nan"),
+        unit="ms",
+        details={
+            "p50_ms": round(percentile(delays, 50), 1) if delays else None,
+            "p99_ms": round(percentile(delays, 99), 1) if delays else None,
+            "received": len(receiver.arrived),
+            "jobs": jobs,
+        },
+    )
+
+
 def delivered(url: str, *, jobs: int, processes: int, store: str = "") -> Measurement:
     """``jobs`` no-op jobs with a webhook URL each, ``processes`` worker processes."""
     receiver = _Receiver()

@@ -67,8 +67,7 @@ async def test_a_version_1_database_gains_webhooks_when_opened(postgres_dsn: str
     await backend.close()
     conn = await asyncpg.connect(postgres_dsn)  # back to what version 1 made
     await conn.execute(
-        "DROP TRIGGER jobs_webhook_outbox ON jobs; DROP FUNCTION longjobs_webhook_outbox();"
-        " DROP TABLE webhook_endpoints, webhook_outbox, webhook_deliveries;"
+        "DROP TABLE webhook_endpoints, webhook_outbox, webhook_deliveries;"
         " ALTER TABLE jobs DROP COLUMN webhook_url; DELETE FROM longjobs_schema WHERE version = 2;"
     )
     await conn.close()

@@ -96,7 +96,7 @@ async def test_a_version_3_file_gains_webhooks_when_opened(tmp_path: Path) -> No
     await old.close()
     conn = sqlite3.connect(path)  # back to what version 3 wrote
     conn.executescript(
-        "DROP TRIGGER jobs_webhook_outbox; DROP TABLE webhook_endpoints;"
+        "DROP TABLE webhook_endpoints;"
         " DROP TABLE webhook_outbox; DROP TABLE webhook_deliveries;"
         " ALTER TABLE jobs DROP COLUMN webhook_url; PRAGMA user_version=3;"
     )

@@ -38,7 +38,7 @@ from longjobs.backends.notify import (
 )
 from longjobs.backends.outbox import RETENTION_SECONDS
 from longjobs.backends.postgres_db import SCHEMA_VERSION, Conn, Database, Q, Tx, storable, text
-from longjobs.backends.postgres_webhooks import PostgresWebhooks, fan_out
+from longjobs.backends.postgres_webhooks import PostgresWebhooks, fan_out, record_outbox
 from longjobs.backends.rows import (
     JOB_SELECT,
     decode_change,
@@ -159,7 +159,7 @@ class PostgresBackend(PostgresWebhooks):
             tx, worker, [f.update for f, r in zip(finishes, rows, strict=True) if r and f.update]
         )
         now = float(await conn.fetchval(Q["now"]))
-        accepted, settled, events, apart = [], [], [], []
+        accepted, settled, events, apart, ended = [], [], [], [], []
         for finish, row in zip(finishes, rows, strict=True):
             if row is None:
                 accepted.append(False)
@@ -187,9 +187,12 @@ class PostgresBackend(PostgresWebhooks):
             tx.notes.add(job_key(finish.job_id))
             if s.status is Status.PENDING:
                 tx.notes.add(WORK)
+            else:
+                ended.append(num)
         if settled:
             await conn.execute(Q["settle_jobs"], *(list(c) for c in zip(*settled, strict=True)))
             await _insert_events(conn, events)
+            await record_outbox(tx, ended)
         if apart:
             await conn.executemany(Q["insert_result"], apart)
         return accepted
@@ -203,6 +206,8 @@ class PostgresBackend(PostgresWebhooks):
                     data = status_event(row["status"], row["attempt"], reason="released")
                     await _insert_status(tx, row["num"], job_id, row["last_seq"], data)
                     released += 1
+                    if row["status"] == "cancelled":  # a cancel request was waiting
+                        await record_outbox(tx, [row["num"]])
             tx.notes.add(WORK)
             return released
 
@@ -221,6 +226,7 @@ class PostgresBackend(PostgresWebhooks):
             if row is not None:
                 data = status_event(Status.CANCELLED, row["attempt"])
                 await _insert_status(tx, row["num"], job_id, row["last_seq"], data)
+                await record_outbox(tx, [row["num"]])
             else:
                 row = await conn.fetchrow(Q["cancel_running"], job_id, tenant)
                 if row is not None:
@@ -478,6 +484,7 @@ async def _insert_status(tx: Tx, num: int, job_id: str, seq: int, data: dict[str
 async def _sweep(tx: Tx) -> Sweep:
     conn = tx.conn
     counts = {Status.PENDING: 0, Status.FAILED: 0, Status.CANCELLED: 0}
+    ended_nums: list[int] = []
     now = float(await conn.fetchval(Q["now"]))
     for row in await conn.fetch(Q["expired_leases"]):
         status, error = lease_expired(
@@ -496,8 +503,11 @@ async def _sweep(tx: Tx) -> Sweep:
         )
         if ended is not None:
             counts[status] += 1
+            if status is not Status.PENDING:
+                ended_nums.append(ended["num"])
             data = lease_expired_event(status, row["attempt"], error)
             await _insert_status(tx, ended["num"], row["id"], ended["last_seq"], data)
+    await record_outbox(tx, ended_nums)
     if counts[Status.PENDING]:
         tx.notes.add(WORK)
     expired = int(await conn.fetchval(Q["expire_results"]))

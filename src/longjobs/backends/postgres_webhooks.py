@@ -1,8 +1,8 @@
 """The PostgreSQL backend's webhook methods: endpoints, the outbox's fan-out, deliveries.
 
-The outbox is written by the ``jobs_webhook_outbox`` trigger (migration 2) in the transaction
-that ends a job; see ``backends/outbox.py`` for the whole data path. Fan-out and claims take
-rows with ``SKIP LOCKED``, so any number of processes share the work.
+The outbox is written by ``record_outbox`` in the transaction that ends a job; see
+``backends/outbox.py`` for the whole data path. Fan-out and claims take rows with
+``SKIP LOCKED``, so any number of processes share the work.
 """
 
 from __future__ import annotations
@@ -159,6 +159,13 @@ class PostgresWebhooks:
             return delivery_from_row(row, row["shown_url"])
 
         return await self.db.write(op)
+
+
+async def record_outbox(tx: Tx, nums: list[int]) -> None:
+    """Give the jobs ``nums`` that just ended their webhook events, in the transaction that
+    ended them."""
+    if nums:
+        await tx.conn.execute(Q["record_outbox"], nums)
 
 
 async def fan_out(tx: Tx) -> float:

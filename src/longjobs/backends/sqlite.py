@@ -68,6 +68,7 @@ from longjobs.backends.sqlite_sql import (
     job_rows,
     lock_timeout_of,
     parse_sqlite_url,
+    record_outbox,
     running_event,
     sweep_expired,
 )
@@ -340,7 +341,7 @@ class SQLiteBackend(SQLiteWebhooks):
             worker,
             [f.update for f, row in zip(finishes, rows, strict=True) if row and f.update],
         )
-        accepted, settled, events, apart = [], [], [], []
+        accepted, settled, events, apart, ended = [], [], [], [], []
         for finish, row in zip(finishes, rows, strict=True):
             if row is None:
                 accepted.append(False)
@@ -368,9 +369,12 @@ class SQLiteBackend(SQLiteWebhooks):
             tx.wrote(job_key(finish.job_id))
             if s.status is Status.PENDING:
                 tx.notes.add(WORK)
+            else:
+                ended.append(num)
         tx.conn.executemany(Q["settle_job"], settled)
         tx.conn.executemany(Q["insert_event"], events)
         tx.conn.executemany(Q["insert_result"], apart)
+        record_outbox(tx, ended)
         return accepted
 
     async def release_jobs(self, worker: str, job_ids: Sequence[str]) -> int:
@@ -384,6 +388,8 @@ class SQLiteBackend(SQLiteWebhooks):
                     data = status_event(row["status"], row["attempt"], reason="released")
                     insert_status(tx, (row["num"], job_id), row["last_seq"], data)
                     released += 1
+                    if row["status"] == "cancelled":  # a cancel request was waiting
+                        record_outbox(tx, [row["num"]])
             tx.notes.add(WORK)
             return released
 
@@ -397,6 +403,7 @@ class SQLiteBackend(SQLiteWebhooks):
             if row is not None:
                 data = status_event(Status.CANCELLED, row["attempt"])
                 insert_status(tx, (row["num"], job_id), row["last_seq"], data)
+                record_outbox(tx, [row["num"]])
             else:
                 row = tx.conn.execute(Q["cancel_running"], params).fetchone()
                 if row is not None:

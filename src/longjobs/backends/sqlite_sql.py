@@ -88,6 +88,13 @@ _ADDED_COLUMNS = {"change": "INTEGER NOT NULL DEFAULT 0", "webhook_url": "TEXT"}
 """Columns of ``jobs`` added after version 1: by version 3 (the change feed) and 4."""
 
 
+def record_outbox(tx: Tx, nums: list[int]) -> None:
+    """Give the jobs ``nums`` that just ended their webhook events (``backends/outbox.py``), in
+    the transaction that ended them."""
+    if nums:
+        tx.conn.execute(Q["record_outbox"], (tx.now, dumps(nums)))
+
+
 def create_schema(path: str, synchronous: str, lock_timeout: float) -> None:
     """Create or check the schema; processes starting together on a new file take turns
     (switching a new file to WAL can answer "locked" without waiting for the other)."""
@@ -128,6 +135,7 @@ def _create_schema_once(path: str, synchronous: str, lock_timeout: float) -> Non
 
 def sweep_expired(tx: Tx) -> Sweep:
     counts = {Status.PENDING: 0, Status.FAILED: 0, Status.CANCELLED: 0}
+    ended_nums: list[int] = []
     for row in tx.conn.execute(Q["expired_leases"], (tx.now,)).fetchall():
         status, error = lease_expired(
             attempt=row["attempt"],
@@ -147,8 +155,11 @@ def sweep_expired(tx: Tx) -> Sweep:
         ).fetchone()
         if ended is not None:
             counts[status] += 1
+            if status is not Status.PENDING:
+                ended_nums.append(ended["num"])
             data = lease_expired_event(status, row["attempt"], error)
             insert_status(tx, (ended["num"], row["id"]), ended["last_seq"], data)
+    record_outbox(tx, ended_nums)
     if counts[Status.PENDING]:
         tx.notes.add(WORK)
     tx.conn.execute(Q["expire_results"], (tx.now,))  # the large ones, kept apart

@@ -1,7 +1,7 @@
 """The SQLite backend's webhook methods: endpoints, the outbox's fan-out, deliveries.
 
-The outbox itself is written by the ``jobs_webhook_outbox`` trigger (``sql/sqlite.sql``) in the
-transaction that ends a job; see ``backends/outbox.py`` for the whole data path.
+The outbox itself is written by ``sqlite_sql.record_outbox`` in the transaction that ends a
+job; see ``backends/outbox.py`` for the whole data path.
 """
 
 from __future__ import annotations

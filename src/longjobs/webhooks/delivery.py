@@ -35,6 +35,7 @@ from longjobs.backends.outbox import (
     DeliveryOutcome,
     payload,
 )
+from longjobs.batching import Batcher
 from longjobs.errors import StorageError
 from longjobs.settings import Settings
 from longjobs.webhooks.signing import sign
@@ -127,6 +128,7 @@ class Dispatcher:
         self.client = self._new_client()
         self._wake = asyncio.Event()
         self._sending: set[asyncio.Task[None]] = set()
+        self._records: Batcher[DeliveryOutcome, None] = Batcher(self._record)
 
     def _new_client(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(
@@ -176,9 +178,14 @@ class Dispatcher:
     async def _deliver(self, delivery: Delivery) -> None:
         outcome = await self.attempt(delivery)
         try:
-            await self.backend.record_deliveries(self.owner, [outcome])
+            await self._records.submit(outcome)
         except StorageError as exc:  # the lease runs out and the delivery is sent again
             log.warning("recording webhook delivery %s failed: %s", delivery.id, exc)
+
+    async def _record(self, outcomes: list[DeliveryOutcome]) -> list[None]:
+        """The outcomes that came in meanwhile, in one write."""
+        await self.backend.record_deliveries(self.owner, outcomes)
+        return [None] * len(outcomes)
 
     async def attempt(self, delivery: Delivery) -> DeliveryOutcome:
         """Send ``delivery`` once and decide what comes next."""

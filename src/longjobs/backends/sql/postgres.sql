@@ -127,24 +127,6 @@ CREATE TABLE webhook_deliveries (
 CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at)
     WHERE status = 'pending';
 CREATE INDEX webhook_deliveries_of_job ON webhook_deliveries (job_id);
-CREATE FUNCTION longjobs_webhook_outbox() RETURNS trigger LANGUAGE plpgsql AS $fn$
-BEGIN
-    IF NEW.webhook_url IS NOT NULL OR EXISTS (
-        SELECT 1 FROM webhook_endpoints WHERE tenant = NEW.tenant AND id <> 'default'
-    ) THEN
-        INSERT INTO webhook_outbox (event_id, tenant, job_id, job_num, kind, status,
-                                    webhook_url, created_at)
-        VALUES ('evt_' || replace(gen_random_uuid()::text, '-', ''), NEW.tenant, NEW.id,
-                NEW.num, NEW.kind, NEW.status, NEW.webhook_url, longjobs_now());
-    END IF;
-    RETURN NULL;
-END
-$fn$;
-CREATE TRIGGER jobs_webhook_outbox AFTER UPDATE OF status ON jobs FOR EACH ROW
-    WHEN (NEW.status IN ('completed', 'failed', 'cancelled')
-          AND OLD.status NOT IN ('completed', 'failed', 'cancelled'))
-    EXECUTE FUNCTION longjobs_webhook_outbox();
-
 -- name: now
 SELECT longjobs_now()
 
@@ -405,6 +387,20 @@ SELECT EXISTS (SELECT 1 FROM api_keys)
 -- One notification per payload: the sender's token, then one key per line.
 -- name: notify
 SELECT pg_notify('longjobs', payload) FROM unnest($1::text[]) AS payload
+
+-- Jobs that just ended get an outbox event when they have a webhook URL or their tenant has
+-- endpoints, in the transaction that ends them (a job's move to a terminal status happens once).
+-- name: record_outbox
+INSERT INTO webhook_outbox (event_id, tenant, job_id, job_num, kind, status, webhook_url,
+                            created_at)
+SELECT 'evt_' || replace(gen_random_uuid()::text, '-', ''), tenant, id, num, kind, status,
+       webhook_url, longjobs_now()
+FROM jobs
+WHERE num = ANY($1::bigint[])
+  AND status IN ('completed', 'failed', 'cancelled')
+  AND (webhook_url IS NOT NULL
+       OR EXISTS (SELECT 1 FROM webhook_endpoints AS e
+                  WHERE e.tenant = jobs.tenant AND e.id <> 'default'))
 
 -- name: insert_webhook
 INSERT INTO webhook_endpoints (tenant, id, url, secret, previous_secret, previous_secret_until,
