@@ -42,7 +42,7 @@ from longjobs.keys import key_hash, new_api_key
 from longjobs.models import JSON, Event, Job, JobError, Page, Status, new_job_id
 from longjobs.retry import RetryPolicy
 from longjobs.settings import Settings
-from longjobs.webhooks.ssrf import Resolver, system_resolver
+from longjobs.webhooks.ssrf import Policy, Resolver, check_url, system_resolver
 
 DEFAULT_TENANT = "default"
 
@@ -292,7 +292,8 @@ class App:
     ) -> Job:
         """Validate and durably enqueue one job; returns it as stored.
 
-        Raises UnknownKind, InvalidInput, IdempotencyConflict or StorageUnavailable.
+        Raises UnknownKind, InvalidInput, IdempotencyConflict, StorageUnavailable, or
+        UnsafeDestination for a ``webhook_url`` that may not receive webhooks.
         """
         job, _created = await self.submit_idempotent(kind, input, **options)
         return job
@@ -326,6 +327,9 @@ class App:
         the kind's defaults, then the settings'."""
         definition = self.kind(kind)
         value = definition.validate_input(input)
+        webhook_url = options.get("webhook_url")
+        if webhook_url is not None:  # its form; the address is checked at each delivery
+            check_url(webhook_url, Policy.allowing(self.settings.webhook_allow_networks))
         idempotency_key = options.get("idempotency_key")
         if idempotency_key is not None and body_hash is None:
             body_hash = request_hash(kind, value)
@@ -346,7 +350,7 @@ class App:
             metadata=options.get("metadata") or {},
             idempotency_key=idempotency_key,
             request_hash=body_hash,
-            webhook_url=options.get("webhook_url"),
+            webhook_url=webhook_url,
         )
 
     async def submit_many(

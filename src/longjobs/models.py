@@ -123,7 +123,7 @@ class Job:
     expires_at: datetime | None = None
     lease_owner: str | None = None
     last_sequence_number: int = 0
-    webhook_url: str | None = None
+    webhook_url: str | None = field(default=None, repr=False)  # such URLs often carry a token
 
     @property
     def is_terminal(self) -> bool:

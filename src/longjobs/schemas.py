@@ -266,7 +266,7 @@ class WebhookResource(BaseModel):
     disabled_reason: str | None = None
     created_at: Timestamp
     disabled_at: Timestamp | None = None
-    secret: str | None = None
+    secret: str | None = Field(None, repr=False)
 
 
 class WebhookList(BaseModel):
@@ -278,7 +278,7 @@ class WebhookSecret(BaseModel):
     """The secret that signs the webhooks of single jobs (their ``webhook.url``)."""
 
     object: Literal["webhook_secret"] = "webhook_secret"
-    secret: str
+    secret: str = Field(repr=False)
 
 
 class DeliveryAttemptResource(BaseModel):

@@ -440,6 +440,20 @@ async def test_a_pending_outcome_retries_counting_tries(backend: Backend) -> Non
     assert (await only_delivery(backend, job.id)).tries == 3
 
 
+async def test_a_replay_leaves_a_delivery_being_sent_to_its_attempt(backend: Backend) -> None:
+    job = await completed(backend, webhook_url=JOB_URL)
+    (delivery,) = await claim(backend)
+
+    replayed = await backend.replay_delivery(TENANT, job.id, delivery.id)
+
+    assert replayed is not None
+    assert replayed.status == "pending"
+    assert await claim(backend, OTHER_OWNER) == []  # still leased: not sent twice at once
+    assert await record(backend, delivery, "succeeded") == 1  # the attempt's outcome counts
+    (shown,) = await backend.list_deliveries(TENANT, job.id) or []
+    assert shown.status == "succeeded"
+
+
 async def test_only_the_latest_attempts_are_kept(backend: Backend) -> None:
     job = await completed(backend, webhook_url=JOB_URL)
     sent = [tried(500 + n) for n in range(MAX_KEPT_ATTEMPTS + 1)]

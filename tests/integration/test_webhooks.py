@@ -75,7 +75,35 @@ async def test_a_name_that_rebinds_after_registration_is_refused_at_delivery(
     assert outcome.status == "pending"  # retried later: names may come back public
     assert outcome.attempt is not None
     assert outcome.attempt.status_code is None
-    assert outcome.attempt.error == "refused: 127.0.0.1 is not a public address"
+    assert outcome.attempt.error == "refused: rebind.example resolves to a non-public address"
+
+
+async def test_an_unexpected_error_is_a_failed_attempt_not_a_lost_one(tmp_path: Path) -> None:
+    async def broken(host: str, port: int) -> list[str]:
+        raise RuntimeError("resolver bug")
+
+    backend = SQLiteBackend(f"sqlite:///{tmp_path / 'd.db'}", Settings())
+    dispatcher = Dispatcher(
+        backend, Settings(webhook_retry_schedule=[60.0]), owner="test", resolver=broken
+    )
+    delivery = Delivery(
+        id="dlv_x",
+        event_id="evt_x",
+        tenant="t",
+        job_id="job_x",
+        endpoint_id="default",
+        url="https://example.com/hook",
+        type="job.completed",
+        created_at=time.time(),
+        secrets=("whsec_" + "A" * 43 + "=",),
+    )
+
+    outcome = await dispatcher.attempt(delivery)
+    await dispatcher.client.aclose()
+
+    assert outcome.status == "pending"
+    assert outcome.attempt is not None
+    assert outcome.attempt.error == "RuntimeError"  # its text may hold anything: not kept
 
 
 async def test_a_delivery_to_a_gone_endpoint_fails_without_a_request(tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ DNS = {
     "metadata.example": ["169.254.169.254"],
     "mixed.example": ["93.184.216.34", "192.168.0.10"],
     "mapped.example": ["::ffff:10.1.2.3"],
+    "dual.example": ["2606:2800:220:1:248:1893:25c8:1946", "93.184.216.34"],
     "nowhere.example": [],
 }
 
@@ -67,6 +68,8 @@ REFUSED = [
     "http://[2002:a9fe:a9fe::1]/",
     "http://[64:ff9b::a9fe:a9fe]/",
     "http://[2001:0:4136:e378:8000:63bf:80ff:fffe]/",  # Teredo, client 127.0.0.1
+    "http://[64:ff9b:1::a00:1]/",  # local-use NAT64 (RFC 8215) to 10.0.0.1
+    "http://[::ffff:0:a00:1]/",  # IPv4-translated (SIIT) 10.0.0.1
     # odd numeric forms
     "http://0177.0.0.1/",
     "http://2130706433/",
@@ -208,3 +211,68 @@ async def test_an_explicit_allow_list_lets_loopback_through() -> None:
     async with client:
         await client.post("http://127.0.0.1:8123/hook", content=b"{}")
     assert recorder.dialled[0].url.host == "127.0.0.1"
+
+
+async def test_a_name_that_cannot_be_looked_up_is_refused_not_an_error() -> None:
+    async def idna_fails(host: str, port: int) -> list[str]:
+        return [host.encode("idna").decode()]  # what getaddrinfo does first
+
+    policy = Policy()
+    target = check_url("http://" + "a" * 64 + ".example.com/", policy)
+    with pytest.raises(UnsafeDestination, match="does not resolve"):
+        await resolve(target, policy, idna_fails)
+    with pytest.raises(UnsafeDestination, match="cannot be parsed"):
+        check_url("http://\u2603\u200d.example/", policy)  # IDNA refuses it
+
+
+async def test_a_refused_name_does_not_tell_its_address() -> None:
+    with pytest.raises(UnsafeDestination) as refused:
+        await registered("http://internal.example/")
+
+    assert str(refused.value) == "internal.example resolves to a non-public address"
+    assert "10.0.0.5" not in str(refused.value)
+
+
+async def test_the_next_address_is_tried_when_one_cannot_be_reached() -> None:
+    tried: list[str] = []
+
+    async def only_ipv4(request: httpx.Request) -> httpx.Response:
+        tried.append(request.url.host)
+        if ":" in request.url.host:
+            raise httpx.ConnectError("network unreachable")
+        return httpx.Response(204)
+
+    transport = GuardedTransport(
+        Policy(), resolver=fake_resolver, inner=httpx.MockTransport(only_ipv4)
+    )
+    async with httpx.AsyncClient(transport=transport) as client:
+        answer = await client.post("https://dual.example/hooks", content=b"{}")
+
+    assert answer.status_code == 204
+    assert tried == ["2606:2800:220:1:248:1893:25c8:1946", "93.184.216.34"]  # the system's order
+
+
+async def test_names_sharing_an_address_never_share_a_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pools: list[Recorder] = []
+
+    def new_pool() -> Recorder:
+        pools.append(Recorder())
+        return pools[-1]
+
+    monkeypatch.setattr(httpx, "AsyncHTTPTransport", new_pool)
+    shared = {"a.example": ["93.184.216.34"], "b.example": ["93.184.216.34"]}
+
+    async def resolver(host: str, port: int) -> list[str]:
+        return shared[host]
+
+    transport = GuardedTransport(Policy(), resolver=resolver)
+    async with httpx.AsyncClient(transport=transport) as client:
+        for url in ("https://a.example/", "https://b.example/", "https://a.example/x"):
+            await client.post(url, content=b"{}")
+
+    assert [[r.headers["host"] for r in pool.dialled] for pool in pools] == [
+        ["a.example", "a.example"],
+        ["b.example"],
+    ]

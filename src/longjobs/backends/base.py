@@ -325,7 +325,8 @@ class Backend(Protocol):
         """The deliveries of a job's events, oldest first; None when the job does not exist."""
 
     async def replay_delivery(self, tenant: str, job_id: str, delivery_id: str) -> Delivery | None:
-        """Send a delivery again from the first step of the schedule, now; None when unknown."""
+        """Send a delivery again from the first step of the schedule, now (one being sent right
+        now, under a lease, is left to that attempt); the delivery, or None when unknown."""
 
     def watch_work(self, kinds: Sequence[str]) -> WorkWatch:
         """Start watching for due work of ``kinds``; claim, then ``wait`` if nothing came."""

@@ -20,6 +20,7 @@ from longjobs.backends.outbox import (
     WebhookEndpoint,
     blocked_reason,
     default_endpoint,
+    event_type,
     plan,
 )
 from longjobs.models import Status
@@ -104,7 +105,8 @@ class MemoryWebhooks:
                 signer = default_endpoint(event.tenant, new_secret(), now)
                 self._endpoints[(event.tenant, DEFAULT_ENDPOINT)] = signer
             if event.kind == RESPONSE_KIND:
-                event = dataclasses.replace(event, result=result())
+                kind, status = event.kind, event.status
+                event = dataclasses.replace(event, type=event_type(kind, status, result()))
             endpoints = [e for (t, _), e in self._endpoints.items() if t == event.tenant]
             for delivery in plan(event, endpoints, now):
                 self._deliveries[delivery.id] = delivery
@@ -186,6 +188,9 @@ class MemoryWebhooks:
         d = self._deliveries.get(delivery_id)
         if d is None or d.tenant != tenant or d.job_id != job_id:
             return None
+        lease = self._leases.get(delivery_id)
+        if lease is not None and lease.until >= self.now() and d.status == "pending":
+            return self._shown(d)  # being sent right now: left to its attempt
         self._leases.pop(delivery_id, None)
         d = dataclasses.replace(d, status="pending", tries=0, next_attempt_at=self.now())
         self._deliveries[delivery_id] = d

@@ -212,7 +212,7 @@ class DeliveryOutcome:
 
 @dataclass(frozen=True, slots=True)
 class OutboxEvent:
-    """A terminal transition as the outbox recorded it (``result``: a response job's result)."""
+    """A terminal transition as the outbox recorded it."""
 
     event_id: str
     tenant: str
@@ -221,7 +221,9 @@ class OutboxEvent:
     status: str
     webhook_url: str | None
     created_at: float
-    result: str | bytes | None = None
+    type: str | None = None
+    """Decided when the job ended (a ``response`` job's result says whether it is
+    ``incomplete``); None: ``job.<status>`` or ``response.<status>``."""
 
 
 def new_delivery_id() -> str:
@@ -231,7 +233,7 @@ def new_delivery_id() -> str:
 def plan(event: OutboxEvent, endpoints: Sequence[WebhookEndpoint], now: float) -> list[Delivery]:
     """The deliveries of one outbox event: one per endpoint (but ``default``) whose filter
     takes its type, and one to the job's own URL, all due ``now``."""
-    type_ = event_type(event.kind, event.status, event.result)
+    type_ = event.type or event_type(event.kind, event.status, None)
     targets = [(e.id, e.url) for e in endpoints if e.id != DEFAULT_ENDPOINT and e.takes(type_)]
     if event.webhook_url is not None:
         targets.append((DEFAULT_ENDPOINT, event.webhook_url))
@@ -304,101 +306,6 @@ def event_types_json(types: tuple[str, ...]) -> str:
 
 def event_types_from_json(text: str | None) -> tuple[str, ...]:
     return tuple(json.loads(text or "[]"))
-
-
-# -- rows of the SQL stores (sqlite3.Row, asyncpg.Record: read by column name) ---------------
-def outbox_event_from_row(row: Any) -> OutboxEvent:
-    """An event of ``outbox_events`` (the columns of ``webhook_outbox`` and ``result``)."""
-    return OutboxEvent(
-        event_id=row["event_id"],
-        tenant=row["tenant"],
-        job_id=row["job_id"],
-        kind=row["kind"],
-        status=row["status"],
-        webhook_url=row["webhook_url"],
-        created_at=row["created_at"],
-        result=row["result"],
-    )
-
-
-def endpoint_from_row(row: Any) -> WebhookEndpoint:
-    return WebhookEndpoint(
-        id=row["id"],
-        tenant=row["tenant"],
-        url=row["url"],
-        secret=row["secret"],
-        created_at=row["created_at"],
-        event_types=event_types_from_json(row["event_types"]),
-        description=row["description"],
-        disabled_at=row["disabled_at"],
-        disabled_reason=row["disabled_reason"],
-        previous_secret=row["previous_secret"],
-        previous_secret_until=row["previous_secret_until"],
-    )
-
-
-def endpoint_params(endpoint: WebhookEndpoint) -> dict[str, Any]:
-    return {
-        "tenant": endpoint.tenant,
-        "id": endpoint.id,
-        "url": endpoint.url,
-        "secret": endpoint.secret,
-        "previous_secret": endpoint.previous_secret,
-        "previous_secret_until": endpoint.previous_secret_until,
-        "event_types": event_types_json(endpoint.event_types),
-        "description": endpoint.description,
-        "created_at": endpoint.created_at,
-        "disabled_at": endpoint.disabled_at,
-        "disabled_reason": endpoint.disabled_reason,
-    }
-
-
-def delivery_from_row(
-    row: Any, url: str | None, secrets_: tuple[str, ...] = (), blocked: str | None = None
-) -> Delivery:
-    return Delivery(
-        id=row["id"],
-        event_id=row["event_id"],
-        tenant=row["tenant"],
-        job_id=row["job_id"],
-        endpoint_id=row["endpoint_id"],
-        url=url or "",
-        type=row["type"],
-        created_at=row["created_at"],
-        status=row["status"],
-        tries=row["tries"],
-        next_attempt_at=row["next_attempt_at"] if row["status"] == "pending" else None,
-        attempts=attempts_from_json(row["attempts"]),
-        secrets=secrets_,
-        blocked=blocked,
-    )
-
-
-def delivery_row(delivery: Delivery, now: float) -> tuple[Any, ...]:
-    """The values of ``insert_delivery``: an endpoint's URL is read at each attempt, only the
-    job's own URL is stored."""
-    url = delivery.url if delivery.endpoint_id == DEFAULT_ENDPOINT else None
-    return (
-        delivery.id, delivery.event_id, delivery.tenant, delivery.job_id, delivery.endpoint_id,
-        url, delivery.type, delivery.created_at, delivery.next_attempt_at, now,
-    )  # fmt: skip
-
-
-def claimed(row: Any, endpoint: WebhookEndpoint | None, now: float) -> Delivery:
-    """A delivery just leased, with what its dispatcher needs: the URL and the secrets."""
-    blocked = blocked_reason(endpoint)
-    if endpoint is None or blocked is not None:
-        return delivery_from_row(row, row["url"], (), blocked)
-    url = row["url"] if row["endpoint_id"] == DEFAULT_ENDPOINT else endpoint.url
-    return delivery_from_row(row, url, endpoint.signing_secrets(now))
-
-
-def recorded_attempts(old: str | None, outcome: DeliveryOutcome) -> str:
-    """The attempts column after ``outcome``."""
-    attempts = attempts_from_json(old)
-    if outcome.attempt is not None:
-        attempts += (outcome.attempt,)
-    return attempts_json(attempts)
 
 
 def default_endpoint(tenant: str, secret: str, now: float) -> WebhookEndpoint:

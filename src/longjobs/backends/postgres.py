@@ -17,6 +17,7 @@ from typing import Any
 from longjobs.backends.base import (
     ApiKey,
     Change,
+    Completed,
     Finish,
     Heartbeat,
     JobUpdate,
@@ -36,9 +37,9 @@ from longjobs.backends.notify import (
     cancel_key,
     job_key,
 )
-from longjobs.backends.outbox import RETENTION_SECONDS
+from longjobs.backends.outbox import RESPONSE_KIND, RETENTION_SECONDS, event_type
 from longjobs.backends.postgres_db import SCHEMA_VERSION, Conn, Database, Q, Tx, storable, text
-from longjobs.backends.postgres_webhooks import PostgresWebhooks, fan_out, record_outbox
+from longjobs.backends.postgres_webhooks import PostgresWebhooks, record_outbox
 from longjobs.backends.rows import (
     JOB_SELECT,
     decode_change,
@@ -160,6 +161,7 @@ class PostgresBackend(PostgresWebhooks):
         )
         now = float(await conn.fetchval(Q["now"]))
         accepted, settled, events, apart, ended = [], [], [], [], []
+        types: dict[int, str] = {}  # a response's event type depends on its result
         for finish, row in zip(finishes, rows, strict=True):
             if row is None:
                 accepted.append(False)
@@ -189,10 +191,12 @@ class PostgresBackend(PostgresWebhooks):
                 tx.notes.add(WORK)
             else:
                 ended.append(num)
+                if row["kind"] == RESPONSE_KIND and isinstance(finish.outcome, Completed):
+                    types[num] = event_type(row["kind"], s.status.value, finish.outcome.body)
         if settled:
             await conn.execute(Q["settle_jobs"], *(list(c) for c in zip(*settled, strict=True)))
             await _insert_events(conn, events)
-            await record_outbox(tx, ended)
+            await record_outbox(tx, ended, types)
         if apart:
             await conn.executemany(Q["insert_result"], apart)
         return accepted
@@ -243,7 +247,6 @@ class PostgresBackend(PostgresWebhooks):
             return False
 
         async def op(tx: Tx) -> bool:
-            await fan_out(tx)  # its event's type may depend on the result about to go
             num = await tx.conn.fetchval(Q["delete_job"], job_id, tenant)
             if num is None:
                 return False

@@ -7,6 +7,7 @@ The outbox is written by ``record_outbox`` in the transaction that ends a job; s
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -17,14 +18,16 @@ from longjobs.backends.outbox import (
     DeliveryOutcome,
     WebhookChange,
     WebhookEndpoint,
-    claimed,
     default_endpoint,
+    plan,
+)
+from longjobs.backends.outbox_rows import (
+    claimed,
     delivery_from_row,
     delivery_row,
     endpoint_from_row,
     endpoint_params,
     outbox_event_from_row,
-    plan,
     recorded_attempts,
 )
 from longjobs.backends.postgres_db import Q, storable, text
@@ -151,21 +154,20 @@ class PostgresWebhooks:
             return None
 
         async def op(tx: Tx) -> Delivery | None:
-            done = await tx.conn.execute(Q["replay_delivery"], delivery_id, tenant, job_id)
-            if str(done) != "UPDATE 1":
-                return None
+            await tx.conn.execute(Q["replay_delivery"], delivery_id, tenant, job_id)
             rows = await tx.conn.fetch(Q["deliveries_of_job"], job_id, tenant)
-            row = next(r for r in rows if r["id"] == delivery_id)
-            return delivery_from_row(row, row["shown_url"])
+            row = next((r for r in rows if r["id"] == delivery_id), None)
+            return None if row is None else delivery_from_row(row, row["shown_url"])
 
         return await self.db.write(op)
 
 
-async def record_outbox(tx: Tx, nums: list[int]) -> None:
+async def record_outbox(tx: Tx, nums: list[int], types: dict[int, str] | None = None) -> None:
     """Give the jobs ``nums`` that just ended their webhook events, in the transaction that
-    ended them."""
+    ended them; ``types``: event types decided already, by job number."""
     if nums:
-        await tx.conn.execute(Q["record_outbox"], nums)
+        types_json = json.dumps({str(num): kind for num, kind in (types or {}).items()})
+        await tx.conn.execute(Q["record_outbox"], nums, types_json)
 
 
 async def fan_out(tx: Tx) -> float:

@@ -22,6 +22,7 @@ from typing import Any
 from longjobs.backends.base import (
     ApiKey,
     Change,
+    Completed,
     Finish,
     Heartbeat,
     JobUpdate,
@@ -41,6 +42,7 @@ from longjobs.backends.notify import (
     cancel_key,
     job_key,
 )
+from longjobs.backends.outbox import RESPONSE_KIND, event_type
 from longjobs.backends.rows import (
     ATTEMPT,
     ID,
@@ -73,7 +75,7 @@ from longjobs.backends.sqlite_sql import (
     sweep_expired,
 )
 from longjobs.backends.sqlite_tail import ForeignTail
-from longjobs.backends.sqlite_webhooks import SQLiteWebhooks, fan_out
+from longjobs.backends.sqlite_webhooks import SQLiteWebhooks
 from longjobs.errors import (
     IdempotencyConflict,
     StorageError,
@@ -342,6 +344,7 @@ class SQLiteBackend(SQLiteWebhooks):
             [f.update for f, row in zip(finishes, rows, strict=True) if row and f.update],
         )
         accepted, settled, events, apart, ended = [], [], [], [], []
+        types: dict[int, str] = {}  # a response's event type depends on its result
         for finish, row in zip(finishes, rows, strict=True):
             if row is None:
                 accepted.append(False)
@@ -371,10 +374,12 @@ class SQLiteBackend(SQLiteWebhooks):
                 tx.notes.add(WORK)
             else:
                 ended.append(num)
+                if row["kind"] == RESPONSE_KIND and isinstance(finish.outcome, Completed):
+                    types[num] = event_type(row["kind"], s.status.value, finish.outcome.body)
         tx.conn.executemany(Q["settle_job"], settled)
         tx.conn.executemany(Q["insert_event"], events)
         tx.conn.executemany(Q["insert_result"], apart)
-        record_outbox(tx, ended)
+        record_outbox(tx, ended, types)
         return accepted
 
     async def release_jobs(self, worker: str, job_ids: Sequence[str]) -> int:
@@ -417,7 +422,6 @@ class SQLiteBackend(SQLiteWebhooks):
 
     async def delete_job(self, tenant: str, job_id: str) -> bool:
         def op(tx: Tx) -> bool:
-            fan_out(tx)  # its event's type may depend on the result about to go
             tx.conn.execute(Q["raise_feed_floor"])
             row = tx.conn.execute(Q["delete_job"], (job_id, tenant)).fetchone()
             if row is None:

@@ -88,11 +88,13 @@ _ADDED_COLUMNS = {"change": "INTEGER NOT NULL DEFAULT 0", "webhook_url": "TEXT"}
 """Columns of ``jobs`` added after version 1: by version 3 (the change feed) and 4."""
 
 
-def record_outbox(tx: Tx, nums: list[int]) -> None:
+def record_outbox(tx: Tx, nums: list[int], types: dict[int, str] | None = None) -> None:
     """Give the jobs ``nums`` that just ended their webhook events (``backends/outbox.py``), in
-    the transaction that ended them."""
+    the transaction that ended them; ``types``: event types decided already, by job number."""
     if nums:
-        tx.conn.execute(Q["record_outbox"], (tx.now, dumps(nums)))
+        types_json = dumps({str(num): kind for num, kind in (types or {}).items()})
+        params = {"now": tx.now, "nums": dumps(nums), "types": types_json}
+        tx.conn.execute(Q["record_outbox"], params)
 
 
 def create_schema(path: str, synchronous: str, lock_timeout: float) -> None:

@@ -18,14 +18,16 @@ from longjobs.backends.outbox import (
     DeliveryOutcome,
     WebhookChange,
     WebhookEndpoint,
-    claimed,
     default_endpoint,
+    plan,
+)
+from longjobs.backends.outbox_rows import (
+    claimed,
     delivery_from_row,
     delivery_row,
     endpoint_from_row,
     endpoint_params,
     outbox_event_from_row,
-    plan,
     recorded_attempts,
 )
 from longjobs.backends.sqlite_sql import Q
@@ -147,11 +149,10 @@ class SQLiteWebhooks:
     async def replay_delivery(self, tenant: str, job_id: str, delivery_id: str) -> Delivery | None:
         def op(tx: Tx) -> Delivery | None:
             params = {"id": delivery_id, "tenant": tenant, "job_id": job_id, "now": tx.now}
-            if tx.conn.execute(Q["replay_delivery"], params).rowcount != 1:
-                return None
+            tx.conn.execute(Q["replay_delivery"], params)
             rows = tx.conn.execute(Q["deliveries_of_job"], (job_id, tenant)).fetchall()
-            row = next(r for r in rows if r["id"] == delivery_id)
-            return delivery_from_row(row, row["shown_url"])
+            row = next((r for r in rows if r["id"] == delivery_id), None)
+            return None if row is None else delivery_from_row(row, row["shown_url"])
 
         return await self.writer.run(op)
 

@@ -82,6 +82,18 @@ RESPONSE_LINKS = {
 }
 """OpenAPI links from an answer holding a Response to the operations on it."""
 
+_WEBHOOK_ID = {"webhook_id": "$response.body#/id"}
+WEBHOOK_LINKS = {
+    name: {"operationId": operation, "parameters": _WEBHOOK_ID, "description": description}
+    for name, operation, description in (
+        ("get", "getWebhook", "Read the endpoint"),
+        ("update", "updateWebhook", "Change it"),
+        ("rotate", "rotateWebhookSecret", "Rotate its secret"),
+        ("delete", "deleteWebhook", "Remove it"),
+    )
+}
+"""OpenAPI links from an answer holding a webhook endpoint to the operations on it."""
+
 SUBMIT_HEADERS = {
     "Location": {
         "description": "The job's URL",

@@ -26,6 +26,7 @@ from longjobs.backends.outbox import (
 )
 from longjobs.errors import JobNotFound
 from longjobs.http.dependencies import AppDep, SettingsDep, TenantDep
+from longjobs.http.openapi import WEBHOOK_LINKS
 from longjobs.http.problems import AUTHENTICATED, ProblemError, documented
 from longjobs.http.state import APIState, state_of
 from longjobs.schemas import (
@@ -126,7 +127,7 @@ def _state(request: Request) -> APIState:
     operation_id="createWebhook",
     status_code=201,
     response_model=WebhookResource,
-    responses=documented(409, 422, 503),
+    responses={201: {"links": WEBHOOK_LINKS}, **documented(400, 409, 422, 503)},
 )
 async def create_webhook(
     body: WebhookCreate, request: Request, app: AppDep, tenant: TenantDep, response: Response
@@ -215,7 +216,7 @@ async def get_webhook(webhook_id: str, request: Request, tenant: TenantDep) -> W
     "/v1/webhooks/{webhook_id}",
     operation_id="updateWebhook",
     response_model=WebhookResource,
-    responses=documented(404, 422, 503),
+    responses=documented(400, 404, 422, 503),
 )
 async def update_webhook(
     webhook_id: str, body: WebhookUpdate, request: Request, app: AppDep, tenant: TenantDep

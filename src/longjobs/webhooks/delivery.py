@@ -173,7 +173,9 @@ class Dispatcher:
             return await self.backend.claim_deliveries(self.owner, limit, lease)
         except StorageError as exc:
             log.warning("claiming webhook deliveries failed: %s", exc)
-            return []
+        except Exception:  # the loop must go on, and in-flight sends with it
+            log.exception("claiming webhook deliveries failed")
+        return []
 
     async def _deliver(self, delivery: Delivery) -> None:
         outcome = await self.attempt(delivery)
@@ -197,6 +199,7 @@ class Dispatcher:
         body = payload(delivery)
         headers = sign(delivery.secrets, delivery.event_id, body, timestamp=int(now))
         headers["content-type"] = "application/json"
+        headers["accept-encoding"] = "identity"  # the kept start of the answer stays readable
         started = time.monotonic()
         code: int | None = None
         error = kept = None
@@ -220,12 +223,16 @@ class Dispatcher:
             error = f"no answer within {self.settings.webhook_timeout:g} s"
         except httpx.HTTPError as exc:
             error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        except Exception as exc:  # anything else is a failed attempt too, never a lost one
+            log.warning("webhook %s: unexpected %s", delivery.event_id, type(exc).__name__)
+            error = type(exc).__name__
         duration = (time.monotonic() - started) * 1000
         attempt = DeliveryAttempt(
             at=now, duration_ms=round(duration, 1), status_code=code, error=error, response=kept
         )
         outcome = decide(delivery, attempt, schedule, wait_at_least=wait)
-        log.info(
+        log.log(
+            logging.DEBUG if outcome.status == "succeeded" else logging.INFO,
             "webhook %s %s to %s: %s → %s",
             delivery.event_id,
             delivery.type,

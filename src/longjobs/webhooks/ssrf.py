@@ -22,6 +22,7 @@ import asyncio
 import ipaddress
 import re
 import socket
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -41,6 +42,8 @@ _BLOCKED: tuple[Network, ...] = tuple(
         "100.64.0.0/10",  # CGNAT, Alibaba's metadata 100.100.100.200 among them
         "169.254.0.0/16",  # link-local, the usual metadata address
         "fd00:ec2::254/128",  # AWS metadata over IPv6
+        "64:ff9b:1::/48",  # local-use NAT64 (RFC 8215): a site's own translator
+        "::ffff:0:0:0/96",  # IPv4-translated (SIIT)
     )
 )
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
@@ -89,7 +92,8 @@ def check_url(url: str, policy: Policy) -> Target:
     try:
         parts = urlsplit(url)
         given_port = parts.port
-    except ValueError as exc:  # a bad port, brackets around a name...
+        httpx.URL(url)  # what the delivery client will make of it (IDNA included)
+    except (ValueError, httpx.InvalidURL) as exc:  # a bad port, brackets around a name...
         raise UnsafeDestination(f"the URL cannot be parsed: {exc}") from None
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https"):
@@ -168,9 +172,10 @@ def check_address(address: IPAddress, policy: Policy) -> None:
 
 
 async def system_resolver(host: str, port: int) -> list[str]:
-    """Every A and AAAA address of ``host``."""
+    """Every A and AAAA address of ``host``, in the order to try them (RFC 6724's, as the
+    system gives it)."""
     infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return sorted({str(info[4][0]) for info in infos})
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
 async def resolve(target: Target, policy: Policy, resolver: Resolver) -> list[IPAddress]:
@@ -180,13 +185,16 @@ async def resolve(target: Target, policy: Policy, resolver: Resolver) -> list[IP
         return [target.address]
     try:
         names = await resolver(target.host, target.port)
-    except OSError:
+    except (OSError, UnicodeError):  # UnicodeError: a label too long or empty
         raise UnsafeDestination(f"{target.host} does not resolve") from None
     if not names:
         raise UnsafeDestination(f"{target.host} does not resolve")
     addresses = [ipaddress.ip_address(name.split("%", 1)[0]) for name in names]
     for address in addresses:
-        check_address(address, policy)
+        try:
+            check_address(address, policy)
+        except UnsafeDestination:  # which address is not said: names are not a DNS probe
+            raise UnsafeDestination(f"{target.host} resolves to a non-public address") from None
     return addresses
 
 
@@ -194,8 +202,13 @@ class GuardedTransport(httpx.AsyncBaseTransport):
     """An httpx transport that dials only checked addresses.
 
     Each request's host is resolved here, every address checked, and the connection made to
-    the first one with the original ``Host`` header and TLS server name (``sni_hostname``), so
-    what was checked is what is dialled. Use it with ``follow_redirects=False``."""
+    the first one that answers, with the original ``Host`` header and TLS server name
+    (``sni_hostname``), so what was checked is what is dialled. Connections are pooled per
+    host name and address: a kept-alive TLS connection verified for one name is never reused
+    for another name on the same address. Use it with ``follow_redirects=False``."""
+
+    POOLS = 64
+    """Host pools kept open (the least recently used is closed beyond that)."""
 
     def __init__(
         self,
@@ -206,23 +219,46 @@ class GuardedTransport(httpx.AsyncBaseTransport):
     ) -> None:
         self.policy = policy
         self.resolver = resolver
-        self.inner = inner or httpx.AsyncHTTPTransport()
+        self.inner = inner
+        self._pools: OrderedDict[tuple[str, str, int, str], httpx.AsyncBaseTransport] = (
+            OrderedDict()
+        )
+
+    async def _pool(self, key: tuple[str, str, int, str]) -> httpx.AsyncBaseTransport:
+        if self.inner is not None:
+            return self.inner
+        pool = self._pools.pop(key, None) or httpx.AsyncHTTPTransport()
+        self._pools[key] = pool
+        while len(self._pools) > self.POOLS:
+            _, oldest = self._pools.popitem(last=False)
+            await oldest.aclose()
+        return pool
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         target = check_url(str(request.url), self.policy)
-        address = (await resolve(target, self.policy, self.resolver))[0]
-        pinned = request.url.copy_with(host=str(address))
+        addresses = await resolve(target, self.policy, self.resolver)
         extensions = dict(request.extensions)
         if target.scheme == "https":
             extensions["sni_hostname"] = target.host
-        dialled = httpx.Request(
-            request.method,
-            pinned,
-            headers=request.headers,  # Host still names the original host
-            stream=request.stream,
-            extensions=extensions,
-        )
-        return await self.inner.handle_async_request(dialled)
+        failure: httpx.ConnectError | None = None
+        for address in addresses:  # the next one when a connection cannot be made
+            dialled = httpx.Request(
+                request.method,
+                request.url.copy_with(host=str(address)),
+                headers=request.headers,  # Host still names the original host
+                stream=request.stream,
+                extensions=extensions,
+            )
+            pool = await self._pool((target.scheme, target.host, target.port, str(address)))
+            try:
+                return await pool.handle_async_request(dialled)
+            except httpx.ConnectError as exc:
+                failure = exc
+        assert failure is not None  # resolve() gives at least one address
+        raise failure
 
     async def aclose(self) -> None:
-        await self.inner.aclose()
+        pools = [self.inner] if self.inner is not None else list(self._pools.values())
+        self._pools.clear()
+        for pool in pools:
+            await pool.aclose()

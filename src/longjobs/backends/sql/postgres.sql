@@ -104,6 +104,7 @@ CREATE TABLE webhook_outbox (
     job_num bigint NOT NULL,
     kind text NOT NULL,
     status text NOT NULL,
+    type text,
     webhook_url text,
     created_at double precision NOT NULL
 );
@@ -127,6 +128,8 @@ CREATE TABLE webhook_deliveries (
 CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at)
     WHERE status = 'pending';
 CREATE INDEX webhook_deliveries_of_job ON webhook_deliveries (job_id);
+CREATE INDEX webhook_deliveries_finished ON webhook_deliveries (updated_at)
+    WHERE status <> 'pending';
 -- name: now
 SELECT longjobs_now()
 
@@ -216,7 +219,7 @@ WHERE jobs.num = held.num AND jobs.id = u.id
 RETURNING jobs.id, jobs.num, jobs.last_seq, jobs.progress
 
 -- name: held_for_finish
-SELECT num, id, attempt, last_seq, cancel_requested, progress, run_at, result_ttl_seconds
+SELECT num, id, kind, attempt, last_seq, cancel_requested, progress, run_at, result_ttl_seconds
 FROM jobs
 WHERE lease_owner = $1 AND status = 'running' AND id = ANY($2::text[])
 ORDER BY id FOR UPDATE
@@ -391,10 +394,10 @@ SELECT pg_notify('longjobs', payload) FROM unnest($1::text[]) AS payload
 -- Jobs that just ended get an outbox event when they have a webhook URL or their tenant has
 -- endpoints, in the transaction that ends them (a job's move to a terminal status happens once).
 -- name: record_outbox
-INSERT INTO webhook_outbox (event_id, tenant, job_id, job_num, kind, status, webhook_url,
-                            created_at)
+INSERT INTO webhook_outbox (event_id, tenant, job_id, job_num, kind, status, type,
+                            webhook_url, created_at)
 SELECT 'evt_' || replace(gen_random_uuid()::text, '-', ''), tenant, id, num, kind, status,
-       webhook_url, longjobs_now()
+       $2::jsonb ->> num::text, webhook_url, longjobs_now()
 FROM jobs
 WHERE num = ANY($1::bigint[])
   AND status IN ('completed', 'failed', 'cancelled')
@@ -445,17 +448,12 @@ FROM webhook_deliveries AS d
 WHERE d.id = $2 AND webhook_endpoints.tenant = d.tenant AND webhook_endpoints.id = d.endpoint_id
       AND webhook_endpoints.id <> 'default' AND webhook_endpoints.disabled_at IS NULL
 
--- A response job's result decides between response.completed and response.incomplete.
 -- name: outbox_events
-SELECT o.num, o.event_id, o.tenant, o.job_id, o.kind, o.status, o.webhook_url, o.created_at,
-       CASE WHEN o.kind = 'response' AND o.status = 'completed'
-            THEN coalesce(convert_to(j.result, 'UTF8'),
-                          (SELECT body FROM results WHERE job_num = o.job_num)) END
-       AS result
-FROM webhook_outbox AS o LEFT JOIN jobs AS j ON j.num = o.job_num
-ORDER BY o.num
+SELECT num, event_id, tenant, job_id, kind, status, type, webhook_url, created_at
+FROM webhook_outbox
+ORDER BY num
 LIMIT $1
-FOR UPDATE OF o SKIP LOCKED
+FOR UPDATE SKIP LOCKED
 
 -- name: delete_outbox_events
 DELETE FROM webhook_outbox WHERE num = ANY($1::bigint[])
@@ -500,11 +498,15 @@ LEFT JOIN webhook_endpoints AS e ON e.tenant = d.tenant AND e.id = d.endpoint_id
 WHERE d.job_id = $1 AND d.tenant = $2
 ORDER BY d.created_at, d.id
 
+-- A delivery being sent right now is left to its attempt (whose outcome is then recorded).
 -- name: replay_delivery
 UPDATE webhook_deliveries
 SET status = 'pending', tries = 0, next_attempt_at = longjobs_now(), lease_owner = NULL,
     lease_until = NULL, updated_at = longjobs_now()
 WHERE id = $1 AND tenant = $2 AND job_id = $3
+      AND (lease_until IS NULL OR lease_until < longjobs_now())
 
 -- name: expire_deliveries
-DELETE FROM webhook_deliveries WHERE status <> 'pending' AND updated_at < longjobs_now() - $1
+DELETE FROM webhook_deliveries
+WHERE id IN (SELECT id FROM webhook_deliveries
+             WHERE status <> 'pending' AND updated_at < longjobs_now() - $1 LIMIT 1000)

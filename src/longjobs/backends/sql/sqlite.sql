@@ -101,6 +101,7 @@ CREATE TABLE IF NOT EXISTS webhook_outbox (
     job_num INTEGER NOT NULL,
     kind TEXT NOT NULL,
     status TEXT NOT NULL,
+    type TEXT,                -- decided when the job ended; NULL: from kind and status
     webhook_url TEXT,
     created_at REAL NOT NULL
 );
@@ -124,6 +125,8 @@ CREATE TABLE IF NOT EXISTS webhook_deliveries (
 CREATE INDEX IF NOT EXISTS webhook_deliveries_due
     ON webhook_deliveries (next_attempt_at) WHERE status = 'pending';
 CREATE INDEX IF NOT EXISTS webhook_deliveries_of_job ON webhook_deliveries (job_id);
+CREATE INDEX IF NOT EXISTS webhook_deliveries_finished
+    ON webhook_deliveries (updated_at) WHERE status <> 'pending';
 -- The outbox is written by record_outbox, in the transaction that ends the job (a trigger
 -- did it once, at a fifth of the finish throughput).
 DROP TRIGGER IF EXISTS jobs_webhook_outbox;
@@ -257,7 +260,7 @@ WHERE jobs.id = u.id AND jobs.attempt = u.attempt AND +jobs.lease_owner = :worke
 RETURNING jobs.id, jobs.num, jobs.last_seq, jobs.progress
 
 -- name: held_for_finish
-SELECT num, id, attempt, last_seq, cancel_requested, progress, run_at, result_ttl_seconds
+SELECT num, id, kind, attempt, last_seq, cancel_requested, progress, run_at, result_ttl_seconds
 FROM jobs
 WHERE lease_owner = ? AND status = 'running' AND id IN (SELECT value FROM json_each(?))
 
@@ -363,11 +366,13 @@ LIMIT 1
 -- Jobs that just ended get an outbox event when they have a webhook URL or their tenant has
 -- endpoints (a job's move to a terminal status happens once: no event is written twice).
 -- name: record_outbox
-INSERT INTO webhook_outbox (event_id, tenant, job_id, job_num, kind, status, webhook_url,
-                            created_at)
-SELECT 'evt_' || lower(hex(randomblob(16))), tenant, id, num, kind, status, webhook_url, ?
+INSERT INTO webhook_outbox (event_id, tenant, job_id, job_num, kind, status, type,
+                            webhook_url, created_at)
+SELECT 'evt_' || lower(hex(randomblob(16))), tenant, id, num, kind, status,
+       (SELECT t.value FROM json_each(:types) AS t WHERE t.key = CAST(jobs.num AS TEXT)),
+       webhook_url, :now
 FROM jobs
-WHERE num IN (SELECT value FROM json_each(?))
+WHERE num IN (SELECT value FROM json_each(:nums))
   AND status IN ('completed', 'failed', 'cancelled')
   AND (webhook_url IS NOT NULL
        OR EXISTS (SELECT 1 FROM webhook_endpoints AS e
@@ -417,14 +422,10 @@ DELETE FROM webhook_endpoints WHERE tenant = ? AND id = ? AND id <> 'default'
 UPDATE webhook_endpoints SET disabled_at = ?, disabled_reason = ?
 WHERE tenant = ? AND id = ? AND id <> 'default' AND disabled_at IS NULL
 
--- A response job's result decides between response.completed and response.incomplete.
 -- name: outbox_events
-SELECT o.num, o.event_id, o.tenant, o.job_id, o.kind, o.status, o.webhook_url, o.created_at,
-       CASE WHEN o.kind = 'response' AND o.status = 'completed'
-            THEN coalesce(j.result, (SELECT body FROM results WHERE job_num = o.job_num)) END
-       AS result
-FROM webhook_outbox AS o LEFT JOIN jobs AS j ON j.num = o.job_num
-ORDER BY o.num
+SELECT num, event_id, tenant, job_id, kind, status, type, webhook_url, created_at
+FROM webhook_outbox
+ORDER BY num
 LIMIT ?
 
 -- name: delete_outbox_event
@@ -467,11 +468,15 @@ LEFT JOIN webhook_endpoints AS e ON e.tenant = d.tenant AND e.id = d.endpoint_id
 WHERE d.job_id = ? AND d.tenant = ?
 ORDER BY d.created_at, d.id
 
+-- A delivery being sent right now is left to its attempt (whose outcome is then recorded).
 -- name: replay_delivery
 UPDATE webhook_deliveries
 SET status = 'pending', tries = 0, next_attempt_at = :now, lease_owner = NULL,
     lease_until = NULL, updated_at = :now
 WHERE id = :id AND tenant = :tenant AND job_id = :job_id
+      AND (lease_until IS NULL OR lease_until < :now)
 
 -- name: expire_deliveries
-DELETE FROM webhook_deliveries WHERE status <> 'pending' AND updated_at < ?
+DELETE FROM webhook_deliveries
+WHERE id IN (SELECT id FROM webhook_deliveries
+             WHERE status <> 'pending' AND updated_at < ? LIMIT 1000)
