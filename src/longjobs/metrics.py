@@ -43,5 +43,12 @@ TOKENS = Counter(
     ["kind", "type"],
     registry=REGISTRY,
 )
+WEBHOOK_ATTEMPTS = Counter(
+    "longjobs_webhook_attempts",
+    "Webhook attempts this process made, by what came of the delivery: succeeded, retried "
+    "(it will be sent again), failed (given up, or its endpoint gone or disabled)",
+    ["result"],
+    registry=REGISTRY,
+)
 RUNNING = Gauge("longjobs_handlers_running", "Handlers running in this process", registry=REGISTRY)
 STREAMS = Gauge("longjobs_streams_open", "Open SSE and WebSocket streams", registry=REGISTRY)

@@ -135,6 +135,15 @@ def test_a_misbehaving_receiver_is_retried_until_it_answers_2xx(
     assert codes == [500, 429, 302, None, 200]
     assert "1.5 s" in delivery["attempts"][3]["error"]
     assert all(a["duration_ms"] < 60_000 for a in delivery["attempts"])
+    metrics = api.get("/metrics").text
+    counts = {
+        result: float(line.rsplit(" ", 1)[1])
+        for result in ("retried", "succeeded")
+        for line in metrics.splitlines()
+        if line.startswith(f'longjobs_webhook_attempts_total{{result="{result}"}}')
+    }
+    assert counts["retried"] >= 4
+    assert counts["succeeded"] >= 1
 
 
 def test_a_delivery_fails_once_the_schedule_is_used_up_and_can_be_replayed(

@@ -26,6 +26,7 @@ from datetime import UTC
 
 import httpx
 
+from longjobs import metrics
 from longjobs.backends.base import Backend
 from longjobs.backends.outbox import (
     DEFAULT_ENDPOINT,
@@ -56,6 +57,7 @@ MAX_RETRY_AFTER = 86400.0
 LEASE_MARGIN = 30.0
 """A delivery's lease outlasts its attempt's timeout by this much."""
 USER_AGENT = "longjobs-webhooks/1"
+_RESULT = {"succeeded": "succeeded", "pending": "retried", "failed": "failed"}
 
 
 def retry_after(value: str | None, now: float) -> float | None:
@@ -179,6 +181,7 @@ class Dispatcher:
 
     async def _deliver(self, delivery: Delivery) -> None:
         outcome = await self.attempt(delivery)
+        metrics.WEBHOOK_ATTEMPTS.labels(_RESULT[outcome.status]).inc()
         try:
             await self._records.submit(outcome)
         except StorageError as exc:  # the lease runs out and the delivery is sent again
