@@ -27,7 +27,12 @@ from longjobs.backends.outbox import (
 from longjobs.errors import JobNotFound
 from longjobs.http.dependencies import AppDep, SettingsDep, TenantDep
 from longjobs.http.openapi import WEBHOOK_LINKS
-from longjobs.http.problems import AUTHENTICATED, ProblemError, documented
+from longjobs.http.problems import (
+    AUTHENTICATED,
+    ProblemError,
+    documented,
+    invalid_input_detail,
+)
 from longjobs.http.state import APIState, state_of
 from longjobs.schemas import (
     DeliveryAttemptResource,
@@ -59,9 +64,7 @@ async def check_webhook_url(state: APIState, url: str, loc: Sequence[str]) -> No
     except UnsafeDestination as exc:
         message = f"this URL cannot receive webhooks: {exc}"
         errors = [{"loc": list(loc), "msg": message, "type": "unsafe_destination"}]
-        raise ProblemError(
-            "invalid-input", f"invalid {'.'.join(loc)}: {exc}", errors=errors
-        ) from None
+        raise ProblemError("invalid-input", invalid_input_detail(errors), errors=errors) from None
 
 
 def _ts(value: float | None) -> datetime | None:
