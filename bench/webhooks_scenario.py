@@ -10,8 +10,18 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from bench import apps
 from bench.harness import Measurement, percentile, wait_until_drained, workers
-from bench.scenarios import _app
+from longjobs import App
+from longjobs.settings import Settings
+
+
+def _app(url: str) -> App:
+    """The bench app's kinds, allowed to send webhooks to loopback (the receiver)."""
+    app = App(url, settings=Settings(database_url=url, webhook_allow_networks=["127.0.0.0/8"]))
+    app.kinds.update(apps.app.kinds)
+    return app
+
 
 ENV = {"LONGJOBS_WEBHOOK_ALLOW_NETWORKS": '["127.0.0.0/8"]', "LONGJOBS_WEBHOOK_CONCURRENCY": "64"}
 
