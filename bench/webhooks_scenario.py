@@ -63,6 +63,31 @@ class _Receiver:
         asyncio.run(main())
 
 
+def _receiving() -> tuple[_Receiver, str]:
+    """A receiver running on a thread of its own, and the URL to send to it."""
+    receiver = _Receiver()
+    threading.Thread(target=receiver.run, daemon=True).start()
+    receiver.ready.wait(10)
+    return receiver, f"http://127.0.0.1:{receiver.port}/hook"
+
+
+def _delays(url: str, receiver: _Receiver, scenario: str, jobs: int) -> Measurement:
+    """The delay from each job's finish (as stored) to its event's arrival."""
+    finished = asyncio.run(_finished_at(url))
+    delays = [
+        (receiver.arrived[j] - at) * 1000 for j, at in finished.items() if j in receiver.arrived
+    ]
+    p50 = round(percentile(delays, 50), 1) if delays else None
+    p99 = round(percentile(delays, 99), 1) if delays else None
+    return Measurement(
+        scenario=scenario,
+        metric="finish → received",
+        value=float("nan") if p50 is None else p50,
+        unit="ms",
+        details={"p50_ms": p50, "p99_ms": p99, "received": len(receiver.arrived), "jobs": jobs},
+    )
+
+
 async def _submit(url: str, jobs: int, hook: str) -> None:
     async with _app(url) as app:
         new = [app.prepare("noop", None, webhook_url=hook) for _ in range(jobs)]
@@ -98,36 +123,16 @@ async def _one_at_a_time(url: str, jobs: int, hook: str, receiver: _Receiver) ->
 def one_at_a_time(url: str, *, jobs: int, store: str = "") -> Measurement:
     """``jobs`` no-op jobs with a webhook URL, each submitted once the last one's event
     arrived: the delay of one delivery on an idle worker."""
-    receiver = _Receiver()
-    threading.Thread(target=receiver.run, daemon=True).start()
-    receiver.ready.wait(10)
-    hook = f"http://127.0.0.1:{receiver.port}/hook"
+    receiver, hook = _receiving()
     with workers(url, 1, 16, env=ENV):
         asyncio.run(_one_at_a_time(url, jobs, hook, receiver))
-    finished = asyncio.run(_finished_at(url))
-    delays = [
-        (receiver.arrived[j] - at) * 1000 for j, at in finished.items() if j in receiver.arrived
-    ]
-    return Measurement(
-        scenario=f"{store}webhooks: {jobs} jobs one at a time, 1 worker",
-        metric="finish → received",
-        value=round(percentile(delays, 50), 1) if delays else float("nan"),
-        unit="ms",
-        details={
-            "p50_ms": round(percentile(delays, 50), 1) if delays else None,
-            "p99_ms": round(percentile(delays, 99), 1) if delays else None,
-            "received": len(receiver.arrived),
-            "jobs": jobs,
-        },
-    )
+    scenario = f"{store}webhooks: {jobs} jobs one at a time, 1 worker"
+    return _delays(url, receiver, scenario, jobs)
 
 
 def delivered(url: str, *, jobs: int, processes: int, store: str = "") -> Measurement:
     """``jobs`` no-op jobs with a webhook URL each, ``processes`` worker processes."""
-    receiver = _Receiver()
-    threading.Thread(target=receiver.run, daemon=True).start()
-    receiver.ready.wait(10)
-    hook = f"http://127.0.0.1:{receiver.port}/hook"
+    receiver, hook = _receiving()
     with workers(url, processes, 256, env=ENV):
         started = time.time()
         asyncio.run(_submit(url, jobs, hook))
@@ -135,23 +140,9 @@ def delivered(url: str, *, jobs: int, processes: int, store: str = "") -> Measur
         deadline = time.monotonic() + 120
         while len(receiver.arrived) < jobs and time.monotonic() < deadline:
             time.sleep(0.05)
-    finished = asyncio.run(_finished_at(url))
-    delays = [
-        (receiver.arrived[job_id] - at) * 1000
-        for job_id, at in finished.items()
-        if job_id in receiver.arrived
-    ]
     span = max(receiver.arrived.values()) - started if receiver.arrived else float("nan")
-    return Measurement(
-        scenario=f"{store}webhooks: {jobs:,} jobs with a webhook URL, {processes} worker(s)",
-        metric="finish → received",
-        value=round(percentile(delays, 50), 1) if delays else float("nan"),
-        unit="ms",
-        details={
-            "p50_ms": round(percentile(delays, 50), 1) if delays else None,
-            "p99_ms": round(percentile(delays, 99), 1) if delays else None,
-            "received": len(receiver.arrived),
-            "jobs": jobs,
-            "deliveries_per_s": round(len(receiver.arrived) / span) if receiver.arrived else 0,
-        },
-    )
+    scenario = f"{store}webhooks: {jobs:,} jobs with a webhook URL, {processes} worker(s)"
+    measured = _delays(url, receiver, scenario, jobs)
+    rate = round(len(receiver.arrived) / span) if receiver.arrived else 0
+    measured.details["deliveries_per_s"] = rate
+    return measured

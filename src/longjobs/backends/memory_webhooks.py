@@ -18,10 +18,10 @@ from longjobs.backends.outbox import (
     OutboxEvent,
     WebhookChange,
     WebhookEndpoint,
-    blocked_reason,
     default_endpoint,
     event_type,
     plan,
+    ready_to_send,
 )
 from longjobs.models import Status
 from longjobs.webhooks.signing import new_secret
@@ -130,12 +130,7 @@ class MemoryWebhooks:
             d = dataclasses.replace(d, next_attempt_at=now + lease_seconds)
             self._deliveries[d.id] = d
             endpoint = self._endpoints.get((d.tenant, d.endpoint_id))
-            blocked = blocked_reason(endpoint)
-            if endpoint is None or blocked is not None:
-                taken.append(dataclasses.replace(d, url="", blocked=blocked))
-                continue
-            url = d.url if d.endpoint_id == DEFAULT_ENDPOINT else endpoint.url
-            taken.append(dataclasses.replace(d, url=url, secrets=endpoint.signing_secrets(now)))
+            taken.append(ready_to_send(d, endpoint, now))
         return taken
 
     async def record_deliveries(self, owner: str, outcomes: Sequence[DeliveryOutcome]) -> int:

@@ -253,6 +253,16 @@ def plan(event: OutboxEvent, endpoints: Sequence[WebhookEndpoint], now: float) -
     ]
 
 
+def ready_to_send(delivery: Delivery, endpoint: WebhookEndpoint | None, now: float) -> Delivery:
+    """A delivery just leased, with what its dispatcher needs: the URL (an endpoint's as it is
+    now, or the job's own) and the secrets; or ``blocked`` and no URL when it cannot be sent."""
+    blocked = blocked_reason(endpoint)
+    if endpoint is None or blocked is not None:
+        return dataclasses.replace(delivery, url="", secrets=(), blocked=blocked)
+    url = delivery.url if delivery.endpoint_id == DEFAULT_ENDPOINT else endpoint.url
+    return dataclasses.replace(delivery, url=url, secrets=endpoint.signing_secrets(now))
+
+
 def blocked_reason(endpoint: WebhookEndpoint | None) -> str | None:
     """Why nothing can be sent to ``endpoint`` (None: it can be)."""
     if endpoint is None:

@@ -13,9 +13,9 @@ from longjobs.backends.outbox import (
     WebhookEndpoint,
     attempts_from_json,
     attempts_json,
-    blocked_reason,
     event_types_from_json,
     event_types_json,
+    ready_to_send,
 )
 
 
@@ -97,12 +97,8 @@ def delivery_row(delivery: Delivery, now: float) -> tuple[Any, ...]:
 
 
 def claimed(row: Any, endpoint: WebhookEndpoint | None, now: float) -> Delivery:
-    """A delivery just leased, with what its dispatcher needs: the URL and the secrets."""
-    blocked = blocked_reason(endpoint)
-    if endpoint is None or blocked is not None:
-        return delivery_from_row(row, row["url"], (), blocked)
-    url = row["url"] if row["endpoint_id"] == DEFAULT_ENDPOINT else endpoint.url
-    return delivery_from_row(row, url, endpoint.signing_secrets(now))
+    """A delivery just leased (``ready_to_send``)."""
+    return ready_to_send(delivery_from_row(row, row["url"]), endpoint, now)
 
 
 def recorded_attempts(old: str | None, outcome: DeliveryOutcome) -> str:
