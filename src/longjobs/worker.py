@@ -11,6 +11,10 @@ One worker is a few asyncio tasks in one process:
 - ``_flush_loop``     writes the handlers' coalesced reports in one batch per interval;
 - ``_sweep_loop``     requeues jobs of dead workers and expires results.
 
+The worker registers itself in the backend (``worker_seen``) when it starts and again with every
+heartbeat, busy or idle, for a few heartbeats ahead; a graceful stop removes the registration
+(``worker_gone``), and a crashed worker's runs out by itself.
+
 Stopping one handler (cancel, timeout, lost lease, shutdown) runs its ``on_cancel`` callbacks
 and interrupts it: an async handler's task is cancelled, a sync handler sees ``ctx.cancelled``.
 A handler that is still running ``cancel_grace`` seconds later is recorded without it.
@@ -56,6 +60,12 @@ log = logging.getLogger("longjobs.worker")
 
 _IDLE_CLAIM_SECONDS = 1.0  # delayed jobs and retries become due without a notification
 _FINISH_RETRIES = (0.5, 1.0, 2.0, 4.0, 8.0)
+_REGISTERED_BEATS = 3  # a registration outlives this many missed heartbeats (plus a second)
+
+
+def registration_ttl(settings: Settings) -> float:
+    """How long one ``worker_seen`` keeps a worker counted alive."""
+    return _REGISTERED_BEATS * settings.heartbeat_interval + 1.0
 
 
 def _count_finish(entry: RunningJob, outcome: Outcome) -> None:
@@ -142,6 +152,7 @@ class Worker:
             "worker %s started: kinds=%s concurrency=%d", self.id, self.kinds, self.concurrency
         )
         try:
+            await self.register()
             await self._claim_loop()
             await self._drain(self.settings.shutdown_grace)
         except asyncio.CancelledError:
@@ -152,6 +163,7 @@ class Worker:
             for helper in helpers:
                 helper.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
+            await self.deregister()  # after the heartbeat loop: nothing registers it again
             await ai.aclose()  # the upstream connections its handlers opened
             log.info("worker %s stopped", self.id)
 
@@ -358,6 +370,22 @@ class Worker:
             await asyncio.sleep(interval)
             if self.running:
                 await self.heartbeat()
+            await self.register()
+
+    async def register(self) -> None:
+        """Tell the backend this worker is alive for a few heartbeats more (one small write)."""
+        try:
+            await self.backend.worker_seen(self.id, ttl_seconds=registration_ttl(self.settings))
+        except StorageError as exc:
+            log.warning("registration failed: %s", exc)
+
+    async def deregister(self) -> None:
+        """Remove this worker's registration. Whatever goes wrong (the store unavailable, or
+        closed already by the code that ran the worker), it runs out by itself."""
+        try:
+            await self.backend.worker_gone(self.id)
+        except Exception as exc:
+            log.debug("could not remove the registration of %s: %r", self.id, exc)
 
     async def heartbeat(self) -> None:
         """Renew the leases of the running jobs; stop those whose lease is lost, asked to

@@ -13,10 +13,12 @@ import pytest
 from longjobs.backends.postgres import SCHEMA_VERSION, PostgresBackend
 from longjobs.backends.postgres_db import mapped_errors, payloads
 from longjobs.errors import SchemaVersionError, StorageError, StorageUnavailable
+from longjobs.models import Status
 from longjobs.settings import Settings
 from tests.backends.contract import (
     KIND,
     LEASE,
+    OTHER_WORKER,
     TENANT,
     WORKER,
     create,
@@ -67,8 +69,8 @@ async def test_a_version_1_database_gains_webhooks_when_opened(postgres_dsn: str
     await backend.close()
     conn = await asyncpg.connect(postgres_dsn)  # back to what version 1 made
     await conn.execute(
-        "DROP TABLE webhook_endpoints, webhook_outbox, webhook_deliveries;"
-        " ALTER TABLE jobs DROP COLUMN webhook_url; DELETE FROM longjobs_schema WHERE version = 2;"
+        "DROP TABLE webhook_endpoints, webhook_outbox, webhook_deliveries, workers;"
+        " ALTER TABLE jobs DROP COLUMN webhook_url; DELETE FROM longjobs_schema WHERE version > 1;"
     )
     await conn.close()
 
@@ -81,7 +83,42 @@ async def test_a_version_1_database_gains_webhooks_when_opened(postgres_dsn: str
         assert [(d.job_id, d.type) for d in claimed] == [(with_url.id, "job.cancelled")]
     finally:
         await backend.close()
-    assert await _versions(postgres_dsn) == [1, 2]
+    assert await _versions(postgres_dsn) == [1, 2, 3]
+
+
+async def test_a_version_2_database_gains_the_worker_registry_when_opened(
+    postgres_dsn: str,
+) -> None:
+    backend = await _open(postgres_dsn)
+    job = await create(backend)
+    await backend.close()
+    conn = await asyncpg.connect(postgres_dsn)  # back to what version 2 made
+    await conn.execute("DROP TABLE workers; DELETE FROM longjobs_schema WHERE version > 2;")
+    await conn.close()
+
+    backend = await _open(postgres_dsn)
+    try:
+        await backend.worker_seen(WORKER, ttl_seconds=30.0)
+        stats = await backend.queue_stats(TENANT)
+        assert (stats.workers, stats.counts) == (1, {(Status.PENDING, job.kind): 1})
+    finally:
+        await backend.close()
+    assert await _versions(postgres_dsn) == [1, 2, 3]
+
+
+async def test_a_worker_seen_drops_the_registrations_that_ran_out(postgres_dsn: str) -> None:
+    backend = await _open(postgres_dsn)
+    try:
+        await backend.worker_seen(WORKER, ttl_seconds=0.05)
+        await backend.worker_seen("worker-3", ttl_seconds=30.0)
+        await asyncio.sleep(0.1)
+
+        await backend.worker_seen(OTHER_WORKER, ttl_seconds=30.0)
+
+        rows = await backend.db.fetch("SELECT id FROM workers ORDER BY id")
+        assert [r["id"] for r in rows] == [OTHER_WORKER, "worker-3"]
+    finally:
+        await backend.close()
 
 
 async def test_a_newer_schema_is_refused_and_left_alone(postgres_dsn: str) -> None:

@@ -96,7 +96,7 @@ async def test_a_version_3_file_gains_webhooks_when_opened(tmp_path: Path) -> No
     await old.close()
     conn = sqlite3.connect(path)  # back to what version 3 wrote
     conn.executescript(
-        "DROP TABLE webhook_endpoints;"
+        "DROP TABLE webhook_endpoints; DROP TABLE workers;"
         " DROP TABLE webhook_outbox; DROP TABLE webhook_deliveries;"
         " ALTER TABLE jobs DROP COLUMN webhook_url; PRAGMA user_version=3;"
     )
@@ -113,6 +113,41 @@ async def test_a_version_3_file_gains_webhooks_when_opened(tmp_path: Path) -> No
     finally:
         await backend.close()
     assert _query(str(path), "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+
+
+async def test_a_version_4_file_gains_the_worker_registry_when_opened(tmp_path: Path) -> None:
+    path = tmp_path / "v4.db"
+    old = SQLiteBackend(sqlite_url(path), Settings())
+    await old.open()
+    job = await create(old)
+    await old.close()
+    conn = sqlite3.connect(path)  # back to what version 4 wrote
+    conn.executescript("DROP TABLE workers; PRAGMA user_version=4;")
+    conn.close()
+
+    backend = SQLiteBackend(sqlite_url(path), Settings())
+    await backend.open()
+    try:
+        await backend.worker_seen(WORKER, ttl_seconds=30.0)
+        stats = await backend.queue_stats(TENANT)
+        assert (stats.workers, stats.counts) == (1, {(Status.PENDING, job.kind): 1})
+    finally:
+        await backend.close()
+    assert SCHEMA_VERSION == 5
+    assert _query(str(path), "PRAGMA user_version") == [(5,)]
+
+
+async def test_a_worker_seen_drops_the_registrations_that_ran_out(
+    sqlite_backend: SQLiteBackend,
+) -> None:
+    await sqlite_backend.worker_seen(WORKER, ttl_seconds=0.05)
+    await sqlite_backend.worker_seen("worker-3", ttl_seconds=30.0)
+    await asyncio.sleep(0.1)
+
+    await sqlite_backend.worker_seen(OTHER_WORKER, ttl_seconds=30.0)
+
+    rows = _query(sqlite_backend.path, "SELECT id FROM workers ORDER BY id")
+    assert rows == [(OTHER_WORKER,), ("worker-3",)]
 
 
 async def test_open_records_the_schema_version(sqlite_backend: SQLiteBackend) -> None:

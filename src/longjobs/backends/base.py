@@ -17,6 +17,8 @@ from typing import Protocol
 
 from longjobs.backends.notify import Subscription, Wake, Watch
 from longjobs.backends.outbox import Delivery, DeliveryOutcome, WebhookChange, WebhookEndpoint
+from longjobs.backends.stats import MinuteStats as MinuteStats  # crosses the seam too
+from longjobs.backends.stats import QueueStats as QueueStats
 from longjobs.models import JSON, Event, Job, JobError, Page, Status
 
 
@@ -276,6 +278,25 @@ class Backend(Protocol):
     async def usage_by_kind(self, tenant: str) -> dict[str, KindUsage]:
         """The model tokens the tenant's stored jobs spent, summed per kind (kinds that spent
         none are left out)."""
+
+    async def queue_stats(self, tenant: str, *, minutes: int = 15) -> QueueStats:
+        """The tenant's jobs by ``(status, kind)``, what its queue did in each of the last
+        ``minutes`` minutes (up to and including the current one) and how many workers are
+        alive (of all tenants), read in one snapshot with SQL aggregation. Raises ValueError
+        unless ``1 <= minutes <= 60``. See ``backends/stats.py`` for what each number means.
+
+        >>> stats = await backend.queue_stats("acme", minutes=5)
+        >>> stats.counts[(Status.PENDING, "summarize")], stats.minutes[-1].completed
+        (12, 3)
+        """
+
+    # -- the worker registry (workers are anonymous otherwise) -------------------------------
+    async def worker_seen(self, worker: str, *, ttl_seconds: float) -> None:
+        """Record that ``worker`` is alive until ``ttl_seconds`` from now (the store's clock),
+        replacing its earlier registration; registrations that ran out are dropped."""
+
+    async def worker_gone(self, worker: str) -> None:
+        """Remove the registration of ``worker`` (a graceful stop); nothing if there is none."""
 
     async def create_api_key(self, key: ApiKey, key_hash: str) -> None:
         """Store a new key by the SHA-256 (hex) of its secret."""

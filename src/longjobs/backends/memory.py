@@ -45,6 +45,14 @@ from longjobs.backends.rows import (
     status_event,
 )
 from longjobs.backends.settle import lease_expired, settle
+from longjobs.backends.stats import (
+    JobTimes,
+    QueueStats,
+    check_minutes,
+    queue_stats_of,
+    rows_of_jobs,
+    window_start,
+)
 from longjobs.errors import IdempotencyConflict, StorageError
 from longjobs.models import (
     JSON,
@@ -116,6 +124,7 @@ class MemoryBackend(MemoryWebhooks):
         self._changes = itertools.count(1)
         self._keys: dict[str, ApiKey] = {}
         self._key_hashes: set[str] = set()
+        self._workers: dict[str, float] = {}  # worker → when its registration runs out
         self.clock_offset = 0.0  # tests move the store's clock forward with this
         self._webhooks_init()
 
@@ -459,6 +468,26 @@ class MemoryBackend(MemoryWebhooks):
     async def count_pending(self, tenant: str, *, limit: int) -> int:
         pending = (r for r in self._jobs.values() if r.new.tenant == tenant)
         return min(limit, sum(1 for r in pending if r.status is Status.PENDING))
+
+    async def queue_stats(self, tenant: str, *, minutes: int = 15) -> QueueStats:
+        check_minutes(minutes)
+        now = self.now()
+        jobs = (
+            JobTimes(r.status, r.new.kind, r.run_at, r.started_at, r.finished_at)
+            for r in self._jobs.values()
+            if r.new.tenant == tenant
+        )
+        workers = sum(1 for until in self._workers.values() if until > now)
+        return queue_stats_of(now, minutes, rows_of_jobs(jobs, window_start(now, minutes), workers))
+
+    # -- the worker registry -------------------------------------------------------------
+    async def worker_seen(self, worker: str, *, ttl_seconds: float) -> None:
+        now = self.now()
+        self._workers = {w: until for w, until in self._workers.items() if until > now}
+        self._workers[worker] = now + ttl_seconds
+
+    async def worker_gone(self, worker: str) -> None:
+        self._workers.pop(worker, None)
 
     # -- API keys ------------------------------------------------------------------------
     async def create_api_key(self, key: ApiKey, key_hash: str) -> None:

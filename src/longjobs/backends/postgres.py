@@ -39,6 +39,7 @@ from longjobs.backends.notify import (
 )
 from longjobs.backends.outbox import RESPONSE_KIND, RETENTION_SECONDS, event_type
 from longjobs.backends.postgres_db import SCHEMA_VERSION, Conn, Database, Q, Tx, storable, text
+from longjobs.backends.postgres_stats import PostgresStats
 from longjobs.backends.postgres_webhooks import PostgresWebhooks, record_outbox
 from longjobs.backends.rows import (
     JOB_SELECT,
@@ -62,7 +63,7 @@ __all__ = ["SCHEMA_VERSION", "PostgresBackend"]
 _HELD_BACK_RECHECK = 0.05  # how soon the change feed looks again at changes held back
 
 
-class PostgresBackend(PostgresWebhooks):
+class PostgresBackend(PostgresWebhooks, PostgresStats):
     """The Backend protocol on PostgreSQL; see the module docstring."""
 
     def __init__(self, url: str, settings: Settings, *, pool_size: int = 10) -> None:

@@ -74,6 +74,7 @@ from longjobs.backends.sqlite_sql import (
     running_event,
     sweep_expired,
 )
+from longjobs.backends.sqlite_stats import SQLiteStats
 from longjobs.backends.sqlite_tail import ForeignTail
 from longjobs.backends.sqlite_webhooks import SQLiteWebhooks
 from longjobs.errors import (
@@ -90,7 +91,7 @@ _INLINE_BATCH = 16  # larger bulk writes go to the writer thread, not the event 
 _INLINE_EVENTS = 64  # pages of events up to this size are read on the event loop
 
 
-class SQLiteBackend(SQLiteWebhooks):
+class SQLiteBackend(SQLiteWebhooks, SQLiteStats):
     """The Backend protocol on one SQLite file; see the module docstring for durability."""
 
     def __init__(self, url: str, settings: Settings, *, lock_timeout: float = 30.0) -> None:

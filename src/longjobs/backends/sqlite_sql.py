@@ -20,7 +20,7 @@ from longjobs.errors import ConfigurationError, SchemaVersionError
 from longjobs.models import Status
 
 Q = {name: sql.replace("$job_columns", JOB_SELECT) for name, sql in load_queries("sqlite").items()}
-SCHEMA_VERSION = 4  # 2: api_keys; 3: jobs.change (the change feed); 4: webhooks
+SCHEMA_VERSION = 5  # 2: api_keys; 3: jobs.change (the change feed); 4: webhooks; 5: workers
 PENDING_EVENT = status_event(Status.PENDING, 0)
 
 

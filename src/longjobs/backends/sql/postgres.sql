@@ -130,6 +130,14 @@ CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at)
 CREATE INDEX webhook_deliveries_of_job ON webhook_deliveries (job_id);
 CREATE INDEX webhook_deliveries_finished ON webhook_deliveries (updated_at)
     WHERE status <> 'pending';
+
+-- name: migration_3
+-- Workers alive: each one registers until a few heartbeats from now.
+CREATE TABLE workers (
+    id text PRIMARY KEY,
+    expires_at double precision NOT NULL
+);
+
 -- name: now
 SELECT longjobs_now()
 
@@ -371,6 +379,41 @@ SELECT EXISTS (
     SELECT 1 FROM jobs
     WHERE status = 'pending' AND run_at <= longjobs_now() AND kind = ANY($1::text[])
 )
+
+-- The registrations that ran out go in the same statement, each taken by one process alone
+-- (SKIP LOCKED: two workers never wait for each other here).
+-- name: worker_seen
+WITH gone AS (
+    DELETE FROM workers WHERE id IN (
+        SELECT id FROM workers WHERE expires_at <= longjobs_now() AND id <> $1
+        FOR UPDATE SKIP LOCKED
+    )
+)
+INSERT INTO workers (id, expires_at) VALUES ($1, longjobs_now() + $2::double precision)
+ON CONFLICT (id) DO UPDATE SET expires_at = excluded.expires_at
+
+-- name: worker_gone
+DELETE FROM workers WHERE id = $1
+
+-- A tenant's stats in one statement, so one snapshot (rows: see backends/stats.py). Both parts
+-- that read jobs find the tenant's rows by an index on tenant and read them all: no index on
+-- finished_at or started_at slows every claim and finish for the sake of this read.
+-- name: queue_stats
+WITH recent AS MATERIALIZED (
+    SELECT status, started_at, finished_at, greatest(0, started_at - run_at) AS wait FROM jobs
+    WHERE tenant = $1 AND (finished_at >= $2 OR started_at >= $2)
+)
+SELECT 'jobs' AS part, status, kind, NULL::bigint AS minute, count(*) AS n,
+       NULL::double precision AS wait_avg, NULL::double precision AS wait_max
+FROM jobs WHERE tenant = $1 GROUP BY status, kind
+UNION ALL
+SELECT 'finished', status, NULL, floor(finished_at / 60)::bigint, count(*), NULL, NULL
+FROM recent WHERE finished_at >= $2 GROUP BY 2, 4
+UNION ALL
+SELECT 'started', NULL, NULL, floor(started_at / 60)::bigint, count(*), avg(wait), max(wait)
+FROM recent WHERE started_at >= $2 GROUP BY 4
+UNION ALL
+SELECT 'workers', NULL, NULL, NULL, count(*), NULL, NULL FROM workers WHERE expires_at > $3
 
 -- name: insert_api_key
 INSERT INTO api_keys (id, tenant, name, key_hash, created_at) VALUES ($1, $2, $3, $4, $5)

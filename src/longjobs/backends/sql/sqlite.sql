@@ -130,6 +130,11 @@ CREATE INDEX IF NOT EXISTS webhook_deliveries_finished
 -- The outbox is written by record_outbox, in the transaction that ends the job (a trigger
 -- did it once, at a fifth of the finish throughput).
 DROP TRIGGER IF EXISTS jobs_webhook_outbox;
+-- Workers alive (version 5): each one registers until a few heartbeats from now.
+CREATE TABLE IF NOT EXISTS workers (
+    id TEXT PRIMARY KEY,
+    expires_at REAL NOT NULL
+) WITHOUT ROWID;
 
 -- name: insert_job
 INSERT INTO jobs (id, tenant, kind, status, priority, input, metadata, max_attempts,
@@ -180,6 +185,38 @@ WHERE tenant = ? AND (input_tokens > 0 OR output_tokens > 0) GROUP BY kind
 
 -- name: count_pending
 SELECT count(*) FROM (SELECT 1 FROM jobs WHERE status = 'pending' AND tenant = ? LIMIT ?)
+
+-- name: drop_expired_workers
+DELETE FROM workers WHERE expires_at <= ?
+
+-- name: worker_seen
+INSERT INTO workers (id, expires_at) VALUES (?, ?)
+ON CONFLICT (id) DO UPDATE SET expires_at = excluded.expires_at
+
+-- name: worker_gone
+DELETE FROM workers WHERE id = ?
+
+-- A tenant's stats in one statement, so one snapshot (rows: see backends/stats.py). Both parts
+-- that read jobs find the tenant's rows by the listing index and read them all: no index on
+-- finished_at or started_at slows every claim and finish for the sake of this read.
+-- name: queue_stats
+WITH recent AS MATERIALIZED (
+    SELECT status, started_at, finished_at, max(0, started_at - run_at) AS wait FROM jobs
+    WHERE tenant = :tenant AND (finished_at >= :since OR started_at >= :since)
+)
+SELECT 'jobs' AS part, status, kind, NULL AS minute, count(*) AS n, NULL AS wait_avg,
+       NULL AS wait_max
+FROM jobs WHERE tenant = :tenant GROUP BY status, kind
+UNION ALL
+SELECT 'finished', status, NULL, CAST(finished_at / 60 AS INTEGER) AS minute, count(*), NULL,
+       NULL
+FROM recent WHERE finished_at >= :since GROUP BY status, minute
+UNION ALL
+SELECT 'started', NULL, NULL, CAST(started_at / 60 AS INTEGER) AS minute, count(*), avg(wait),
+       max(wait)
+FROM recent WHERE started_at >= :since GROUP BY minute
+UNION ALL
+SELECT 'workers', NULL, NULL, NULL, count(*), NULL, NULL FROM workers WHERE expires_at > :now
 
 -- name: insert_api_key
 INSERT INTO api_keys (id, tenant, name, key_hash, created_at) VALUES (?, ?, ?, ?, ?)
