@@ -1,6 +1,6 @@
 # longjobs developer commands. `make run` serves the example app, `make test` checks everything.
-# Needs only Python 3.11+ and make (`make test` installs PostgreSQL as root on Debian); the virtual
-# environment lives in .venv.
+# Needs only Python 3.11+ and make (`make test` installs PostgreSQL and Chromium as root on
+# Debian); the virtual environment lives in .venv.
 
 PYTHON ?= python3
 VENV := .venv
@@ -17,7 +17,7 @@ PYTEST_ARGS ?=
 
 help:
 	@echo "make run      serve $(APP) on http://$(HOST):$(PORT) (API and worker; ./longjobs.db)"
-	@echo "make test     install (PostgreSQL too), lint, then the whole test suite (PYTEST_ARGS='-k name')"
+	@echo "make test     install (PostgreSQL and Chromium too), lint, then the whole test suite (PYTEST_ARGS='-k name')"
 	@echo "make lint     ruff check, ruff format --check, mypy --strict"
 	@echo "make fmt      ruff format and ruff check --fix"
 	@echo "make bench    run the benchmarks (python -m bench)"
@@ -53,22 +53,27 @@ install: $(STAMP)
 run: $(STAMP)
 	exec $(BIN)/longjobs serve $(APP) --host $(HOST) --port $(PORT)
 
-# What the test suite needs besides SQLite files: PostgreSQL's server binaries. The tests start
-# their own throwaway server from them (tests/pg_server.py), so nothing is started here, and a
-# server of Debian's on port 5432 is neither used nor in the way. Missing binaries are installed
-# as root with apt-get; otherwise we say how, and the PostgreSQL tests skip (or fail, under
-# LONGJOBS_REQUIRE_BACKENDS=1, which .ci/run sets).
+# What the test suite needs besides SQLite files: PostgreSQL's server binaries and a Chromium for
+# the dashboard's browser tests. The tests start their own throwaway PostgreSQL server from the
+# binaries (tests/pg_server.py), so nothing is started here, and a server of Debian's on port
+# 5432 is neither used nor in the way; they drive Debian's chromium with Playwright (never a
+# downloaded browser). What is missing is installed as root with apt-get; otherwise we say how,
+# and those tests skip (or fail, under LONGJOBS_REQUIRE_BACKENDS=1, which .ci/run sets).
 FIND_POSTGRES := $(BIN)/python -m tests.pg_server
+FIND_CHROMIUM := command -v chromium || command -v chromium-browser || test -n "$$LONGJOBS_CHROMIUM"
 services: $(STAMP)
-	@if ! $(FIND_POSTGRES) >/dev/null 2>&1; then \
+	@missing=""; \
+	$(FIND_POSTGRES) >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	{ $(FIND_CHROMIUM); } >/dev/null 2>&1 || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "PostgreSQL not found: installing Debian's postgresql"; \
+	    echo "installing Debian's$$missing for the tests"; \
 	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing \
 	      >/dev/null && \
-	    $(FIND_POSTGRES) >/dev/null; \
+	    $(FIND_POSTGRES) >/dev/null && { $(FIND_CHROMIUM); } >/dev/null; \
 	  else \
-	    echo "PostgreSQL not found: its tests will be skipped. On Debian: sudo apt-get install postgresql" >&2; \
+	    echo "missing for the tests:$$missing; their tests will be skipped. On Debian: sudo apt-get install$$missing" >&2; \
 	  fi; \
 	fi
 

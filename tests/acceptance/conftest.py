@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Generator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -56,7 +57,9 @@ def database_url(request: pytest.FixtureRequest, store: str) -> str | None:
     if store == "sqlite":
         return None
     server = request.getfixturevalue("postgres_server")
-    return str(server.dsn(asyncio.run(server.create_database())))
+    # In a thread of its own: the thread of a test that drives a browser runs Playwright's loop.
+    with ThreadPoolExecutor(1) as thread:
+        return str(server.dsn(thread.submit(asyncio.run, server.create_database()).result()))
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from fastapi_offline import FastAPIOffline
 from starlette.routing import Route
 
 from longjobs.app import App
-from longjobs.http import fastpath, openapi
+from longjobs.http import dashboard, fastpath, openapi
 from longjobs.http.events import router as events_router
 from longjobs.http.feed import router as feed_router
 from longjobs.http.jobs import router as jobs_router
@@ -36,6 +36,7 @@ from longjobs.http.probes import router as probes_router
 from longjobs.http.problems import problem_handlers
 from longjobs.http.responses import router as responses_router
 from longjobs.http.state import APIState
+from longjobs.http.stats import router as stats_router
 from longjobs.http.webhooks import router as webhooks_router
 from longjobs.http.websocket import router as websocket_router
 from longjobs.settings import Settings
@@ -126,7 +127,9 @@ def create_api(
             *websocket_router.routes,
             *responses_router.routes,
             *webhooks_router.routes,
+            *stats_router.routes,
             *probes_router.routes,
+            *dashboard.routes,
         ],
     )
     openapi.install(api, app)

@@ -1,0 +1,171 @@
+// The dashboard's way to the API: fetch with the session's key in a header, problems as errors,
+// and Server-Sent Events read from a fetch body (EventSource cannot send headers, and the key
+// must never go into a URL).
+
+const KEY = "longjobs.apiKey";
+const ROOT = new URL(".", document.baseURI);
+
+export class ApiError extends Error {
+  constructor(status, problem) {
+    super((problem && (problem.detail || problem.title)) || `HTTP ${status}`);
+    this.status = status;
+    this.problem = problem;
+  }
+}
+
+export const session = {
+  key() {
+    return sessionStorage.getItem(KEY);
+  },
+  setKey(value) {
+    if (value) sessionStorage.setItem(KEY, value);
+    else sessionStorage.removeItem(KEY);
+  },
+  onUnauthorized: (_error) => {},
+};
+
+export function url(path) {
+  return new URL(path.replace(/^\//, ""), ROOT);
+}
+
+function headers(extra) {
+  const all = new Headers(extra || {});
+  const key = session.key();
+  if (key) all.set("Authorization", `Bearer ${key}`);
+  return all;
+}
+
+async function failure(response) {
+  let problem = null;
+  try {
+    problem = await response.json();
+  } catch {
+    problem = null;
+  }
+  const error = new ApiError(response.status, problem);
+  if (response.status === 401) session.onUnauthorized(error);
+  return error;
+}
+
+export async function request(path, { method = "GET", body, signal, accept } = {}) {
+  const init = { method, signal, headers: headers({ Accept: accept || "application/json" }) };
+  if (body !== undefined) {
+    init.body = JSON.stringify(body);
+    init.headers.set("Content-Type", "application/json");
+  }
+  const response = await fetch(url(path), init);
+  if (!response.ok) throw await failure(response);
+  return response;
+}
+
+export async function getJSON(path, options) {
+  const response = await request(path, options);
+  return response.status === 204 ? null : response.json();
+}
+
+export function postJSON(path, body, options = {}) {
+  return getJSON(path, { ...options, method: "POST", body });
+}
+
+// One SSE connection that reconnects with Last-Event-ID until `signal` aborts. `onFrame` gets
+// {event, data, id}; `onState` gets "open" | "retrying" | "ended". A stream that ends by itself
+// (the job is finished) is not reopened unless `forever` is set.
+export async function stream(path, { signal, onFrame, onState = () => {}, lastEventId = null, forever = false }) {
+  let cursor = lastEventId;
+  let delay = 1000;
+  while (!signal.aborted) {
+    try {
+      const extra = { Accept: "text/event-stream" };
+      if (cursor !== null) extra["Last-Event-ID"] = cursor;
+      const response = await fetch(url(path), { signal, headers: headers(extra), cache: "no-store" });
+      if (response.status === 204) {
+        onState("ended");
+        return;
+      }
+      if (!response.ok) {
+        const error = await failure(response);
+        if (response.status < 500 && response.status !== 429) throw error;
+        onState("retrying", error);
+      } else {
+        onState("open");
+        delay = 1000;
+        for await (const frame of frames(response.body, signal)) {
+          if (frame.retry) delay = frame.retry;
+          if (frame.id !== undefined) cursor = frame.id;
+          if (frame.data !== undefined) onFrame(frame);
+        }
+        if (!forever) {
+          onState("ended");
+          return;
+        }
+      }
+    } catch (error) {
+      if (signal.aborted) return;
+      if (error instanceof ApiError) {
+        onState("failed", error);
+        return;
+      }
+      onState("retrying", error);
+    }
+    await sleep(delay, signal);
+    delay = Math.min(delay * 2, 15000);
+  }
+}
+
+async function* frames(body, signal) {
+  const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+  const onAbort = () => reader.cancel().catch(() => {});
+  signal.addEventListener("abort", onAbort, { once: true });
+  let buffer = "";
+  let frame = {};
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      buffer += value;
+      let newline;
+      while ((newline = buffer.search(/\r\n|\r|\n/)) >= 0) {
+        const line = buffer.slice(0, newline);
+        buffer = buffer.slice(newline + (buffer.startsWith("\r\n", newline) ? 2 : 1));
+        if (line === "") {
+          if (Object.keys(frame).length) yield frame;
+          frame = {};
+          continue;
+        }
+        if (line.startsWith(":")) continue;
+        const colon = line.indexOf(":");
+        const field = colon < 0 ? line : line.slice(0, colon);
+        let value = colon < 0 ? "" : line.slice(colon + 1);
+        if (value.startsWith(" ")) value = value.slice(1);
+        if (field === "data") frame.data = frame.data === undefined ? value : `${frame.data}\n${value}`;
+        else if (field === "event") frame.event = value;
+        else if (field === "id") frame.id = value;
+        else if (field === "retry" && /^\d+$/.test(value)) frame.retry = Number(value);
+      }
+    }
+  } finally {
+    signal.removeEventListener("abort", onAbort);
+    reader.releaseLock();
+  }
+}
+
+export function sleep(ms, signal) {
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    signal?.addEventListener("abort", () => { clearTimeout(timer); resolve(); }, { once: true });
+  });
+}
+
+// Save a response body as a file without putting the key in a URL: fetch with the header, then
+// hand the browser a blob.
+export async function download(path, filename) {
+  const response = await request(path, { accept: "*/*" });
+  const blob = await response.blob();
+  const link = document.createElement("a");
+  link.href = URL.createObjectURL(blob);
+  link.download = filename;
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(link.href), 10000);
+}

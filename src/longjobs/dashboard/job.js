@@ -1,0 +1,246 @@
+// One job: its resource, the event log as it arrives (GET /v1/jobs/{id}/events), partial output,
+// the result or the error, and a Cancel button.
+
+import { download, getJSON, postJSON, stream } from "./api.js";
+import { $, TERMINAL, clock, el, percent, seconds, setBadge, setBar, showNotice, time } from "./ui.js";
+
+const SHOWN_RESULT_CHARS = 200_000;
+const SHOWN_EVENTS = 2000;
+
+export async function mount(params, signal, setLive) {
+  const view = new JobView(params.id, signal);
+  await view.load();
+  if (!signal.aborted && view.job) view.follow(setLive);
+}
+
+class JobView {
+  constructor(id, signal) {
+    this.id = id;
+    this.signal = signal;
+    this.job = null;
+    this.events = 0;
+    this.outputText = "";
+    this.drawing = 0;
+    this.requested = false;
+    this.path = `v1/jobs/${encodeURIComponent(id)}`;
+    $("job-id").textContent = id;
+    document.title = `${id} · longjobs`;
+    for (const id of ["events-body", "job-facts", "job-error", "job-result"]) $(id).replaceChildren();
+    $("job-output").textContent = "";
+    for (const id of ["output-panel", "result-panel", "error-panel", "cancel-button", "job-cancel-note"]) $(id).hidden = true;
+    $("job-message").textContent = "";
+    $("events-count").textContent = "";
+    const on = (id, event, handler) => $(id).addEventListener(event, handler, { signal });
+    on("cancel-button", "click", () => this.confirmCancel());
+    on("result-download", "click", () => this.download());
+    on("cancel-dialog", "close", () => {
+      if ($("cancel-dialog").returnValue === "cancel") this.cancel();
+    });
+    const tick = setInterval(() => this.job && this.facts(), 1000);
+    signal.addEventListener("abort", () => {
+      clearInterval(tick);
+      document.title = "longjobs";
+    }, { once: true });
+  }
+
+  async load() {
+    try {
+      this.show(await getJSON(this.path, { signal: this.signal }));
+    } catch (error) {
+      if (this.signal.aborted) return;
+      showNotice(error.status === 404 ? `There is no job ${this.id} (or it is not yours).` : error.message);
+      $("job-status").textContent = "";
+    }
+  }
+
+  follow(setLive) {
+    stream(`${this.path}/events`, {
+      signal: this.signal,
+      onState: (state) => setLive(state),
+      onFrame: (frame) => this.event(JSON.parse(frame.data)),
+    });
+  }
+
+  show(job) {
+    const before = this.job;
+    if (before && TERMINAL.has(before.status) && !TERMINAL.has(job.status)) return; // stale: terminal is final
+    this.job = job;
+    setBadge($("job-status"), job);
+    this.cancelState();
+    this.progress(job);
+    this.facts();
+    this.ending(job);
+    $("output-title").textContent = TERMINAL.has(job.status) ? "Output" : "Output so far";
+    if (TERMINAL.has(job.status) && !(before && TERMINAL.has(before.status))) {
+      $("cancel-dialog").open && $("cancel-dialog").close("keep");
+    }
+  }
+
+  progress(values) {
+    const job = this.job;
+    const shown = { ...job, ...values };
+    setBar($("job-bar"), shown);
+    const value = shown.status === "completed" ? 100 : percent(shown.progress);
+    $("job-percent").textContent = `${value} %`;
+    $("job-stage").textContent = shown.stage || "";
+    const eta = shown.eta_seconds;
+    $("job-eta").textContent = !TERMINAL.has(shown.status) && eta !== null && eta !== undefined ? `about ${seconds(eta)} left` : "";
+    $("job-message").textContent = shown.message || "";
+  }
+
+  facts() {
+    const job = this.job;
+    const now = Date.now();
+    const rows = [
+      ["Kind", job.kind],
+      ["Attempt", `${job.attempt} of ${job.max_attempts}`],
+      ["Priority", String(job.priority)],
+      ["Created", `${clock(job.created_at)} (${seconds((now - Date.parse(job.created_at)) / 1000)} ago)`],
+      ["Started", clock(job.started_at)],
+      ["Finished", clock(job.finished_at)],
+      ["Queue wait", job.started_at ? seconds((Date.parse(job.started_at) - Date.parse(job.created_at)) / 1000) : "–"],
+      ["Duration", job.started_at ? seconds(((job.finished_at ? Date.parse(job.finished_at) : now) - Date.parse(job.started_at)) / 1000) : "–"],
+      ["Result kept until", clock(job.expires_at)],
+    ];
+    const usage = job.usage || {};
+    if (usage.input_tokens || usage.output_tokens) {
+      rows.push(["Tokens", `${usage.input_tokens || 0} in, ${usage.output_tokens || 0} out`]);
+    }
+    if (job.metadata && Object.keys(job.metadata).length) rows.push(["Metadata", JSON.stringify(job.metadata)]);
+    $("job-facts").replaceChildren(...rows.flatMap(([name, value]) => [el("dt", { text: name }), el("dd", { text: value })]));
+  }
+
+  ending(job) {
+    const error = job.error;
+    $("error-panel").hidden = !error;
+    if (error) {
+      $("job-error").replaceChildren(
+        el("dt", { text: "Type" }), el("dd", {}, el("code", { text: error.type })),
+        el("dt", { text: "Message" }), el("dd", { text: error.message }),
+        el("dt", { text: "Retryable" }), el("dd", { text: error.retryable ? "yes" : "no" }),
+      );
+    }
+    const completed = job.status === "completed";
+    $("result-panel").hidden = !completed;
+    if (!completed) return;
+    if (job.result !== null && job.result !== undefined) {
+      const text = JSON.stringify(job.result, null, 2);
+      $("job-result").textContent = text.length > SHOWN_RESULT_CHARS ? `${text.slice(0, SHOWN_RESULT_CHARS)}\n…` : text;
+      $("result-note").textContent = text.length > SHOWN_RESULT_CHARS ? "shown in part; download it for the whole" : "";
+    } else {
+      $("job-result").textContent = "";
+      $("result-note").textContent = "This result is too large to show inline; download it.";
+    }
+  }
+
+  event(event) {
+    if (event.sequence_number < this.events) return;
+    this.events = event.sequence_number + 1;
+    this.log(event);
+    if (event.type === "progress") {
+      this.job = { ...this.job, progress: event.progress, stage: event.stage, message: event.message, eta_seconds: event.eta_seconds };
+      this.progress({});
+    } else if (event.type === "output") {
+      this.outputText += typeof event.delta === "string" ? event.delta : `${JSON.stringify(event.data)}\n`;
+      this.showOutput();
+    } else if (event.type === "status") {
+      this.job = { ...this.job, status: event.status, attempt: event.attempt ?? this.job.attempt };
+      setBadge($("job-status"), this.job);
+      this.cancelState();
+      this.load(); // the resource has what the event leaves out: times, result, error
+    }
+  }
+
+  // Tokens arrive many to a frame: the text is drawn once per frame, not once per token.
+  showOutput() {
+    if (this.drawing) return;
+    this.drawing = requestAnimationFrame(() => {
+      this.drawing = 0;
+      $("output-panel").hidden = false;
+      const output = $("job-output");
+      const following = output.scrollHeight - output.scrollTop - output.clientHeight < 40;
+      output.textContent = this.outputText;
+      if (following) output.scrollTop = output.scrollHeight;
+    });
+  }
+
+  log(event) {
+    const body = $("events-body");
+    const wrap = body.closest(".events-wrap");
+    const following = wrap.scrollHeight - wrap.scrollTop - wrap.clientHeight < 40;
+    body.append(el("tr", {},
+      el("td", { class: "num", text: String(event.sequence_number) }),
+      el("td", { text: time(event.at) }),
+      el("td", {}, el("span", { class: `tag type-${event.type}`, text: event.type })),
+      el("td", { class: "detail", text: detail(event) }),
+    ));
+    while (body.children.length > SHOWN_EVENTS) body.firstElementChild.remove();
+    $("events-count").textContent = `(${this.events})`;
+    if (following) wrap.scrollTop = wrap.scrollHeight;
+  }
+
+  confirmCancel() {
+    $("cancel-job-id").textContent = this.id;
+    $("cancel-dialog").returnValue = "";
+    $("cancel-dialog").showModal();
+  }
+
+  // The note shows from the moment the request is sent: the job may well be cancelled before
+  // the answer to the request arrives.
+  async cancel() {
+    this.requested = true;
+    this.cancelState();
+    try {
+      this.show(await postJSON(`${this.path}/cancel`, undefined, { signal: this.signal }));
+    } catch (error) {
+      this.requested = false;
+      this.cancelState();
+      if (!this.signal.aborted) showNotice(`Could not cancel: ${error.message}`);
+    }
+  }
+
+  cancelState() {
+    const job = this.job;
+    const open = !TERMINAL.has(job.status);
+    const requested = job.cancel_requested || this.requested;
+    $("job-cancel-note").hidden = !(open && requested);
+    $("cancel-button").hidden = !(open && !requested);
+  }
+
+  async download() {
+    try {
+      await download(`${this.path}/result`, `${this.id}.json`);
+    } catch (error) {
+      showNotice(`Could not download the result: ${error.message}`);
+    }
+  }
+}
+
+function detail(event) {
+  switch (event.type) {
+    case "progress": {
+      const parts = [`${percent(event.progress)} %`];
+      if (event.stage) parts.push(event.stage);
+      if (event.message) parts.push(event.message);
+      return parts.join(" · ");
+    }
+    case "status": {
+      const parts = [event.status];
+      if (event.attempt) parts.push(`attempt ${event.attempt}`);
+      const error = event.detail && event.detail.error;
+      if (error) parts.push(`${error.type}: ${error.message}`);
+      else if (event.detail && event.detail.reason) parts.push(event.detail.reason);
+      return parts.join(" · ");
+    }
+    case "log":
+      return `${event.level || "info"}: ${event.message}`;
+    case "output":
+      return typeof event.delta === "string" ? JSON.stringify(event.delta) : JSON.stringify(event.data);
+    case "usage":
+      return `${event.input_tokens ?? 0} in, ${event.output_tokens ?? 0} out`;
+    default: {
+      const { type, sequence_number, job_id, at, ...rest } = event;
+      return JSON.stringify(rest);
+    }
+  }
+}
