@@ -17,7 +17,14 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from bench import http_scenarios, pg_scenarios, responses_scenario, scenarios, webhooks_scenario
+from bench import (
+    dashboard_scenario,
+    http_scenarios,
+    pg_scenarios,
+    responses_scenario,
+    scenarios,
+    webhooks_scenario,
+)
 from bench.harness import ROOT, Measurement, sqlite_url
 from bench.raw_sqlite import raw_limit
 from tests.pg_server import PostgresServer
@@ -108,6 +115,12 @@ def _plan(
                 )
             ],
         ),
+        (
+            "dashboard-100k",
+            lambda: dashboard_scenario.dashboard_reads(
+                lite("dashboard"), jobs=20_000 if quick else 100_000
+            ),
+        ),
         ("pg-raw", lambda: pg_scenarios.raw_limit(pg())),
         (
             "pg-drain-1",
@@ -130,6 +143,12 @@ def _plan(
             lambda: [pg_scenarios.cross_server_latency(pg(), jobs=50 if quick else 300)],
         ),
         ("pg-cancel", lambda: [pg_scenarios.cross_server_cancel(pg(), jobs=10 if quick else 50)]),
+        (
+            "pg-dashboard-100k",
+            lambda: dashboard_scenario.dashboard_reads(
+                pgdb(), jobs=20_000 if quick else 100_000, store=PG
+            ),
+        ),
         (
             "pg-webhooks-2000",
             lambda: [

@@ -28,7 +28,7 @@ from longjobs.worker import Worker
 MiB = 1024 * 1024
 
 
-def _app(url: str) -> App:
+def app_on(url: str) -> App:
     """The bench app's kinds on the database at ``url``."""
     app = App(url)
     app.kinds.update(apps.app.kinds)
@@ -37,7 +37,7 @@ def _app(url: str) -> App:
 
 async def enqueue(url: str, kind: str, count: int) -> float:
     """Insert ``count`` jobs in one transaction; the Unix time at which they became visible."""
-    async with _app(url) as app:
+    async with app_on(url) as app:
         await app.submit_many(kind, [None] * count)
     return time.time()
 
@@ -175,7 +175,7 @@ def latency(tmp: Path, *, jobs: int) -> list[Measurement]:
 
 
 async def _app_latency(url: str, jobs: int) -> list[float]:
-    async with _app(url) as app:
+    async with app_on(url) as app:
         worker = Worker(app, concurrency=8)
         task = asyncio.create_task(worker.run())
         samples = []
@@ -207,7 +207,7 @@ def latency_in_process(tmp: Path, *, jobs: int) -> Measurement:
 
 
 async def _submit_rates(url: str, jobs: int) -> tuple[float, float]:
-    async with _app(url) as app:
+    async with app_on(url) as app:
         start = time.perf_counter()
         for _ in range(jobs):
             await app.submit("noop")
@@ -241,7 +241,7 @@ def submit(tmp: Path, *, jobs: int) -> list[Measurement]:
 
 
 async def _handler_seconds(url: str) -> tuple[float, float]:
-    async with _app(url) as app:
+    async with app_on(url) as app:
         worker = Worker(app, concurrency=1)
         task = asyncio.create_task(worker.run())
         durations = []
