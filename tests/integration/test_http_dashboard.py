@@ -8,7 +8,10 @@ import re
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from longjobs import JobError
+from longjobs.http import stats as stats_route
 from tests.integration.http_harness import open_harness, problem
 
 
@@ -117,3 +120,22 @@ async def test_stats_count_the_workers_alive(tmp_path: Path) -> None:
                 break
             await asyncio.sleep(0.05)
     assert body["workers"] == 1
+
+
+async def test_stats_are_read_once_per_moment_however_many_ask(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(stats_route, "FRESH", 0.3)
+    async with open_harness(tmp_path) as h:
+        together = await asyncio.gather(*(h.client.get("/v1/stats") for _ in range(5)))
+        await h.submit()
+        soon = await h.client.get("/v1/stats")
+        await asyncio.sleep(0.35)
+        later = await h.client.get("/v1/stats")
+
+    readings = {response.json()["now"] for response in together}
+    assert len(readings) == 1  # one reading answered all five
+    assert soon.json()["now"] in readings
+    assert soon.json()["counts"]["pending"] == 0
+    assert later.json()["now"] not in readings
+    assert later.json()["counts"]["pending"] == 1

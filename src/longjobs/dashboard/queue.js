@@ -4,7 +4,7 @@
 import { getJSON, sleep } from "./api.js";
 import { $, STATUSES, el, seconds, showNotice } from "./ui.js";
 
-const REFRESH_MS = 3000;
+const REFRESH_MS = 5000;
 
 export async function mount(_params, signal, setLive) {
   while (!signal.aborted) {

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from starlette.requests import HTTPConnection
 
 from longjobs.app import App
+from longjobs.backends.stats import QueueStats
 from longjobs.http.lifespan import BackgroundTasks
 from longjobs.http.limits import PendingGate, RateLimiter, StreamSlots
 from longjobs.settings import Settings
@@ -22,10 +23,14 @@ class APIState:
     keepalive_seconds: float
     background: BackgroundTasks = field(default_factory=BackgroundTasks)
     closing: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when the server is shutting down: open event streams end, clients reconnect."""
     rate_limiter: RateLimiter | None = None
     streams: StreamSlots | None = None
     pending: PendingGate | None = None
-    """Set when the server is shutting down: open event streams end, clients reconnect."""
+    recent_stats: dict[tuple[str, int], tuple[float, asyncio.Future[QueueStats]]] = field(
+        default_factory=dict
+    )
+    """``GET /v1/stats`` answers by ``(tenant, minutes)``: until when each is fresh, and it."""
 
 
 def state_of(connection: HTTPConnection) -> APIState:
