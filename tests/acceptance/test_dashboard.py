@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +41,8 @@ def paced(pace_seconds: float, *, chunk_size: int = 400) -> dict[str, Any]:
 def dashboard(request: pytest.FixtureRequest, cluster: Cluster) -> str:
     """The base URL of a ``longjobs serve`` of the example app, as ``make run`` starts it."""
     report_on_failure(request, cluster)
-    process = cluster.serve(app=APP, concurrency=4)
+    # Debug logging: access lines too, so that a key in a URL would show in the logs.
+    process = cluster.serve("--log-level", "debug", app=APP, concurrency=4)
     assert process.base_url is not None
     return process.base_url
 
@@ -79,33 +81,25 @@ def open_page(context: BrowserContext, path: str = "/") -> Page:
     return page
 
 
-def bar_value(page: Page, selector: str) -> float:
-    value = page.locator(selector).get_attribute("aria-valuenow")
-    return float(value) if value is not None else -1.0
-
-
 def test_a_job_appears_and_its_bar_reaches_100_without_a_reload(
     context: BrowserContext, dashboard: str, seen: Browsing
 ) -> None:
     page = open_page(context)
     expect(page.locator("#live")).to_have_text("live")
     page.evaluate("window.notReloaded = true")
+    page.evaluate(RECORD_BARS)
     with httpx.Client(base_url=dashboard, timeout=30) as client:
-        job_id = submit(client, "analyze_document", paced(0.12))
+        job_id = submit(client, "analyze_document", paced(0.12), metadata={"note": XSS})
     row = page.locator(f'#jobs-body tr[data-id="{job_id}"]')
     expect(row).to_be_visible()
-    bar = f'#jobs-body tr[data-id="{job_id}"] .bar'
-    values: set[float] = set()
-
-    def finished() -> bool:
-        values.add(bar_value(page, bar))
-        return row.locator(".badge").inner_text() == "completed"
-
-    wait_until(finished, timeout=60, interval=0.03, what="the row to show completed")
+    expect(row.locator(".badge")).to_have_text("completed", timeout=60_000)
     expect(row.locator(".bar")).to_have_attribute("aria-valuenow", "100")
     expect(row.locator(".bar-label")).to_contain_text("100 %")
-    between = sorted(value for value in values if 0 < value < 100)
-    assert len(between) >= 3, f"the bar did not advance step by step: {sorted(values)}"
+    expect(row.locator(".duration")).to_have_text(re.compile(r"\d"))
+    values = page.evaluate("window.bars")
+    between = [value for value in values if 0 < value < 100]
+    assert len(set(between)) >= 3, f"the bar did not advance step by step: {values}"
+    assert between == sorted(between), f"the bar went back: {values}"
     assert page.evaluate("window.notReloaded") is True
     page.screenshot(path=artifact("jobs.png"), full_page=True)
 
@@ -119,12 +113,37 @@ def test_a_job_appears_and_its_bar_reaches_100_without_a_reload(
     expect(page.locator("#events-body tr").last).to_contain_text("completed")
     assert page.locator("#events-body tr").count() >= 5
     expect(page.locator("#job-facts")).to_contain_text("1 of")
+    expect(page.locator("#job-facts")).to_contain_text(XSS)  # shown as text, never run
+    assert page.evaluate("window.pwned") is None
     expect(page.locator("#cancel-button")).to_be_hidden()
     page.screenshot(path=artifact("job.png"), full_page=True)
     assert seen.errors == []
     offsite = [url for url in seen.requested if not url.startswith(dashboard)]
     assert offsite == [], "the dashboard must work offline"
 
+
+XSS = "<img src=x onerror=window.pwned=1>"
+
+
+def seen_once(numbers: list[str]) -> bool:
+    """Whether the event log shows each sequence number once, in order, from 0."""
+    return [int(number) for number in numbers] == list(range(len(numbers)))
+
+
+RECORD_BARS = """() => {
+  window.bars = [];
+  new MutationObserver((changes) => {
+    for (const change of changes) {
+      const bar = change.target;
+      if (bar.classList && bar.classList.contains("bar")) {
+        window.bars.push(Number(bar.getAttribute("aria-valuenow")));
+      }
+    }
+  }).observe(document.getElementById("jobs-body"), {
+    subtree: true, attributes: true, attributeFilter: ["aria-valuenow"]
+  });
+}"""
+"""Records every value a bar of the jobs table takes, in the page, as it changes."""
 
 RECORD_STATES = """() => {
   window.states = [];
@@ -146,13 +165,18 @@ def test_cancel_on_a_running_job_shows_cancel_requested_then_cancelled(
         page = open_page(context, f"/#/jobs/{job_id}")
         expect(page.locator("#job-status")).to_have_text("running")
         expect(page.locator("#job-stage")).to_have_text("analyzing")
+        expect(page.locator("#job-message")).to_contain_text("chunk 1 of")
+        expect(page.locator("#job-eta")).to_contain_text("left")
         page.evaluate(RECORD_STATES)
         page.get_by_role("button", name="Cancel job…").click()
         dialog = page.get_by_role("dialog", name="Cancel this job?")
         expect(dialog).to_be_visible()
         expect(dialog).to_contain_text(job_id)
         page.screenshot(path=artifact("cancel-confirm.png"))
-        dialog.get_by_role("button", name="Cancel job").click()
+        with page.expect_response(f"**/v1/jobs/{job_id}/cancel") as answer:
+            dialog.get_by_role("button", name="Cancel job").click()
+        acknowledged = answer.value.json()  # the server's word, not the page's own
+        assert acknowledged["cancel_requested"] or acknowledged["status"] == "cancelled"
         expect(page.locator("#job-status")).to_have_text("cancelled")
         expect(page.locator("#job-cancel-note")).to_be_hidden()
         expect(page.locator("#cancel-button")).to_be_hidden()
@@ -181,8 +205,8 @@ def test_keeping_it_running_cancels_nothing(context: BrowserContext, dashboard: 
 
 
 @pytest.mark.sqlite_only
-def test_an_api_key_is_asked_once_per_tab_and_shows_only_its_tenant(
-    context: BrowserContext, dashboard: str, cluster: Cluster, seen: Browsing
+def test_an_api_key_is_asked_once_per_browser_session_and_shows_only_its_tenant(
+    browser: Browser, context: BrowserContext, dashboard: str, cluster: Cluster, seen: Browsing
 ) -> None:
     _, key_a = create_key(cluster, "tenant-a")
     _, key_b = create_key(cluster, "tenant-b")
@@ -217,13 +241,28 @@ def test_an_api_key_is_asked_once_per_tab_and_shows_only_its_tenant(
     expect(page.locator("#notice")).to_contain_text("There is no job")
 
     assert page.evaluate("sessionStorage.getItem('longjobs.apiKey')") == key_a
+    assert page.evaluate("localStorage.length") == 0  # nothing outlives the session
+    other = context.new_page()  # another tab of the session: the open one hands it the key
+    other.goto("/")
+    expect(other.locator(f'#jobs-body tr[data-id="{mine}"]')).to_be_visible()
+    expect(other.get_by_role("dialog", name="API key")).to_be_hidden()
+
     assert not [url for url in seen.requested if key_a in url or key_b in url]
-    logs = "".join(process.stderr() for process in cluster.processes)
+    logs = "".join(
+        process.stderr() + (cluster.directory / f"{process.name}.stdout.log").read_text()
+        for process in cluster.processes
+    )
+    assert f"/v1/jobs/{theirs}" in logs  # the access log is on
     assert key_a not in logs
     assert key_b not in logs
-    other = context.new_page()  # another tab starts without a key
-    other.goto("/")
-    expect(other.get_by_role("dialog", name="API key")).to_be_visible()
+    fresh = browser.new_context(base_url=dashboard)  # another browser session asks again
+    try:
+        tab = fresh.new_page()
+        tab.goto("/")
+        expect(tab.get_by_role("dialog", name="API key")).to_be_visible()
+        expect(tab.locator("#jobs-body tr")).to_have_count(0)
+    finally:
+        fresh.close()
 
 
 @pytest.mark.sqlite_only
@@ -279,7 +318,7 @@ def test_the_queue_overview_counts_charts_and_workers(
             assert wait_terminal(client, job_id)["status"] == "completed"
         later = submit(client, "analyze_document", paced(0.0), delay_seconds=600)
         assert client.post(f"/v1/jobs/{later}/cancel").json()["status"] == "cancelled"
-        waiting = submit(client, "analyze_document", paced(0.0), delay_seconds=600)
+        submit(client, "analyze_document", paced(0.0), delay_seconds=600)
         stats = client.get("/v1/stats").json()
     assert stats["counts"] == {
         "pending": 1,
@@ -289,7 +328,6 @@ def test_the_queue_overview_counts_charts_and_workers(
         "cancelled": 1,
     }
     assert stats["workers"] == 1
-    assert waiting
 
     page = open_page(context, "/#/queue")
     cards = page.get_by_role("list", name="Jobs by status")
@@ -368,8 +406,10 @@ def test_a_failed_job_shows_its_error_and_a_large_result_is_downloaded(
         assert wait_terminal(client, large)["status"] == "completed"
         expected = client.get(f"/v1/jobs/{large}/result").json()
     opened = browser.new_context(base_url=process.base_url)
+    errors: list[str] = []
     try:
         page = opened.new_page()
+        page.on("pageerror", lambda error: errors.append(str(error)))
         page.goto(f"/#/jobs/{crashed}")
         expect(page.locator("#job-status")).to_have_text("failed")
         error = page.locator("#job-error")
@@ -386,6 +426,36 @@ def test_a_failed_job_shows_its_error_and_a_large_result_is_downloaded(
             page.get_by_role("button", name="Download result").click()
         saved = tmp_path / "large.json"
         download.value.save_as(saved)
+        assert download.value.suggested_filename == f"{large}.json"
         assert json.loads(saved.read_text()) == expected
+        assert errors == []
+    finally:
+        opened.close()
+
+
+@pytest.mark.sqlite_only
+def test_the_job_page_follows_its_job_across_a_server_restart(
+    browser: Browser, cluster: Cluster
+) -> None:
+    first = cluster.serve(app=APP)
+    assert first.base_url is not None
+    port = int(first.base_url.rsplit(":", 1)[1])
+    with httpx.Client(base_url=first.base_url, timeout=30) as client:
+        job_id = submit(client, "analyze_document", paced(0.4))
+    opened = browser.new_context(base_url=first.base_url)
+    try:
+        page = opened.new_page()
+        page.goto(f"/#/jobs/{job_id}")
+        expect(page.locator("#job-stage")).to_have_text("analyzing")
+        first.signal_group(signal.SIGTERM)  # a deployment: the job goes back to the queue
+        assert first.wait(30) == 0
+        expect(page.locator("#live")).not_to_have_text("live")
+        cluster.serve(app=APP, port=port)
+        expect(page.locator("#job-status")).to_have_text("completed", timeout=60_000)
+        expect(page.locator("#job-bar")).to_have_attribute("aria-valuenow", "100")
+        log = page.locator("#events-body")
+        expect(log).to_contain_text("released")  # seen live, across both servers
+        expect(log).to_contain_text("resuming at chunk")
+        assert seen_once(log.locator("td:first-child").all_inner_texts())
     finally:
         opened.close()

@@ -35,7 +35,9 @@ function headers(extra) {
   return all;
 }
 
-async function failure(response) {
+// A 401 asks for a key only when it answered the key in use now: a request sent before a key
+// was entered, or one the page no longer waits for, says nothing about the current key.
+async function failure(response, sentKey, signal) {
   let problem = null;
   try {
     problem = await response.json();
@@ -43,18 +45,21 @@ async function failure(response) {
     problem = null;
   }
   const error = new ApiError(response.status, problem);
-  if (response.status === 401) session.onUnauthorized(error);
+  if (response.status === 401 && sentKey === session.key() && !signal?.aborted) {
+    session.onUnauthorized(error);
+  }
   return error;
 }
 
 export async function request(path, { method = "GET", body, signal, accept } = {}) {
+  const sentKey = session.key();
   const init = { method, signal, headers: headers({ Accept: accept || "application/json" }) };
   if (body !== undefined) {
     init.body = JSON.stringify(body);
     init.headers.set("Content-Type", "application/json");
   }
   const response = await fetch(url(path), init);
-  if (!response.ok) throw await failure(response);
+  if (!response.ok) throw await failure(response, sentKey, signal);
   return response;
 }
 
@@ -67,14 +72,17 @@ export function postJSON(path, body, options = {}) {
   return getJSON(path, { ...options, method: "POST", body });
 }
 
-// One SSE connection that reconnects with Last-Event-ID until `signal` aborts. `onFrame` gets
-// {event, data, id}; `onState` gets "open" | "retrying" | "ended". A stream that ends by itself
-// (the job is finished) is not reopened unless `forever` is set.
-export async function stream(path, { signal, onFrame, onState = () => {}, lastEventId = null, forever = false }) {
-  let cursor = lastEventId;
+// One SSE connection, reopened with Last-Event-ID whenever it ends (a server restarting ends
+// every stream; clients are to reconnect) until `signal` aborts or the server answers 204 (a
+// finished job with nothing more to send). `onFrame` gets {event, data, id}; `onState` gets
+// "open" | "retrying" | "ended" | "failed". When the server refuses the cursor (422: too old),
+// `onReset` is called and the stream starts again from now.
+export async function stream(path, { signal, onFrame, onState = () => {}, onReset = () => {} }) {
+  let cursor = null;
   let delay = 1000;
   while (!signal.aborted) {
     try {
+      const sentKey = session.key();
       const extra = { Accept: "text/event-stream" };
       if (cursor !== null) extra["Last-Event-ID"] = cursor;
       const response = await fetch(url(path), { signal, headers: headers(extra), cache: "no-store" });
@@ -82,8 +90,13 @@ export async function stream(path, { signal, onFrame, onState = () => {}, lastEv
         onState("ended");
         return;
       }
+      if (response.status === 422 && cursor !== null) {
+        cursor = null;
+        onReset();
+        continue;
+      }
       if (!response.ok) {
-        const error = await failure(response);
+        const error = await failure(response, sentKey, signal);
         if (response.status < 500 && response.status !== 429) throw error;
         onState("retrying", error);
       } else {
@@ -94,10 +107,9 @@ export async function stream(path, { signal, onFrame, onState = () => {}, lastEv
           if (frame.id !== undefined) cursor = frame.id;
           if (frame.data !== undefined) onFrame(frame);
         }
-        if (!forever) {
-          onState("ended");
-          return;
-        }
+        if (signal.aborted) return;
+        onState("retrying");
+        delay = 250; // an ended stream: ask again soon (204 once there is nothing more)
       }
     } catch (error) {
       if (signal.aborted) return;
@@ -125,6 +137,7 @@ async function* frames(body, signal) {
       buffer += value;
       let newline;
       while ((newline = buffer.search(/\r\n|\r|\n/)) >= 0) {
+        if (newline === buffer.length - 1 && buffer.endsWith("\r")) break; // maybe \r\n, split
         const line = buffer.slice(0, newline);
         buffer = buffer.slice(newline + (buffer.startsWith("\r\n", newline) ? 2 : 1));
         if (line === "") {
@@ -151,19 +164,29 @@ async function* frames(body, signal) {
 
 export function sleep(ms, signal) {
   return new Promise((resolve) => {
-    const timer = setTimeout(resolve, ms);
-    signal?.addEventListener("abort", () => { clearTimeout(timer); resolve(); }, { once: true });
+    const stop = () => {
+      clearTimeout(timer);
+      resolve();
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener("abort", stop);
+      resolve();
+    }, ms);
+    signal?.addEventListener("abort", stop, { once: true });
   });
 }
 
+const EXTENSIONS = { "application/json": ".json", "text/plain": ".txt", "text/csv": ".csv", "text/html": ".html" };
+
 // Save a response body as a file without putting the key in a URL: fetch with the header, then
-// hand the browser a blob.
-export async function download(path, filename) {
+// hand the browser a blob. The file's extension follows the body's content type.
+export async function download(path, basename) {
   const response = await request(path, { accept: "*/*" });
+  const type = (response.headers.get("content-type") || "").split(";")[0].trim();
   const blob = await response.blob();
   const link = document.createElement("a");
   link.href = URL.createObjectURL(blob);
-  link.download = filename;
+  link.download = basename + (EXTENSIONS[type] || ".bin");
   document.body.append(link);
   link.click();
   link.remove();

@@ -1,13 +1,18 @@
 // One job: its resource, the event log as it arrives (GET /v1/jobs/{id}/events), partial output,
 // the result or the error, and a Cancel button.
 
-import { download, getJSON, postJSON, stream } from "./api.js";
+import { download, getJSON, postJSON, request, stream } from "./api.js";
 import { $, TERMINAL, clock, el, percent, seconds, setBadge, setBar, showNotice, time } from "./ui.js";
 
-const SHOWN_RESULT_CHARS = 200_000;
+const SHOWN_RESULT_BYTES = 256 * 1024;
+const SHOWN_OUTPUT_CHARS = 500_000;
 const SHOWN_EVENTS = 2000;
 
 export async function mount(params, signal, setLive) {
+  if (!params.id) {
+    showNotice("That is not a job id.");
+    return;
+  }
   const view = new JobView(params.id, signal);
   await view.load();
   if (!signal.aborted && view.job) view.follow(setLive);
@@ -19,18 +24,20 @@ class JobView {
     this.signal = signal;
     this.job = null;
     this.events = 0;
-    this.outputText = "";
+    this.output = ""; // text received and not drawn yet
+    this.outputChars = 0;
     this.drawing = 0;
-    this.requested = false;
+    this.requested = false; // Cancel was confirmed here
+    this.reading = null; // the reload of the resource in flight
+    this.readAgain = false;
+    this.resultShown = false;
     this.path = `v1/jobs/${encodeURIComponent(id)}`;
     $("job-id").textContent = id;
     document.title = `${id} · longjobs`;
-    for (const id of ["events-body", "job-facts", "job-error", "job-result"]) $(id).replaceChildren();
-    $("job-output").textContent = "";
-    for (const id of ["output-panel", "result-panel", "error-panel", "cancel-button", "job-cancel-note"]) $(id).hidden = true;
-    $("job-message").textContent = "";
-    $("events-count").textContent = "";
-    const on = (id, event, handler) => $(id).addEventListener(event, handler, { signal });
+    for (const part of ["events-body", "job-facts", "job-error", "job-result", "job-output"]) $(part).replaceChildren();
+    for (const part of ["output-panel", "result-panel", "error-panel", "cancel-button", "job-cancel-note"]) $(part).hidden = true;
+    for (const part of ["job-message", "events-count", "result-note", "job-status"]) $(part).textContent = "";
+    const on = (part, event, handler) => $(part).addEventListener(event, handler, { signal });
     on("cancel-button", "click", () => this.confirmCancel());
     on("result-download", "click", () => this.download());
     on("cancel-dialog", "close", () => {
@@ -39,18 +46,39 @@ class JobView {
     const tick = setInterval(() => this.job && this.facts(), 1000);
     signal.addEventListener("abort", () => {
       clearInterval(tick);
+      cancelAnimationFrame(this.drawing);
+      if ($("cancel-dialog").open) $("cancel-dialog").close("keep");
       document.title = "longjobs";
     }, { once: true });
   }
 
+  get gone() {
+    return this.signal.aborted;
+  }
+
   async load() {
     try {
-      this.show(await getJSON(this.path, { signal: this.signal }));
+      const job = await getJSON(this.path, { signal: this.signal });
+      if (!this.gone) this.show(job);
     } catch (error) {
-      if (this.signal.aborted) return;
+      if (this.gone) return;
       showNotice(error.status === 404 ? `There is no job ${this.id} (or it is not yours).` : error.message);
-      $("job-status").textContent = "";
     }
+  }
+
+  // One reload at a time; a status change during one asks for one more afterwards.
+  reload() {
+    if (this.reading) {
+      this.readAgain = true;
+      return;
+    }
+    this.reading = this.load().finally(() => {
+      this.reading = null;
+      if (this.readAgain && !this.gone) {
+        this.readAgain = false;
+        this.reload();
+      }
+    });
   }
 
   follow(setLive) {
@@ -67,25 +95,23 @@ class JobView {
     this.job = job;
     setBadge($("job-status"), job);
     this.cancelState();
-    this.progress(job);
+    this.progress();
     this.facts();
     this.ending(job);
     $("output-title").textContent = TERMINAL.has(job.status) ? "Output" : "Output so far";
-    if (TERMINAL.has(job.status) && !(before && TERMINAL.has(before.status))) {
-      $("cancel-dialog").open && $("cancel-dialog").close("keep");
-    }
+    if (TERMINAL.has(job.status) && $("cancel-dialog").open) $("cancel-dialog").close("keep");
   }
 
-  progress(values) {
+  progress() {
     const job = this.job;
-    const shown = { ...job, ...values };
-    setBar($("job-bar"), shown);
-    const value = shown.status === "completed" ? 100 : percent(shown.progress);
+    setBar($("job-bar"), job);
+    $("job-progress").dataset.status = job.status;
+    const value = job.status === "completed" ? 100 : percent(job.progress);
     $("job-percent").textContent = `${value} %`;
-    $("job-stage").textContent = shown.stage || "";
-    const eta = shown.eta_seconds;
-    $("job-eta").textContent = !TERMINAL.has(shown.status) && eta !== null && eta !== undefined ? `about ${seconds(eta)} left` : "";
-    $("job-message").textContent = shown.message || "";
+    $("job-stage").textContent = job.stage || "";
+    const eta = job.eta_seconds;
+    $("job-eta").textContent = !TERMINAL.has(job.status) && eta !== null && eta !== undefined ? `about ${seconds(eta)} left` : "";
+    $("job-message").textContent = job.message || "";
   }
 
   facts() {
@@ -122,44 +148,80 @@ class JobView {
     }
     const completed = job.status === "completed";
     $("result-panel").hidden = !completed;
-    if (!completed) return;
+    if (!completed || this.resultShown) return;
+    this.resultShown = true;
     if (job.result !== null && job.result !== undefined) {
-      const text = JSON.stringify(job.result, null, 2);
-      $("job-result").textContent = text.length > SHOWN_RESULT_CHARS ? `${text.slice(0, SHOWN_RESULT_CHARS)}\n…` : text;
-      $("result-note").textContent = text.length > SHOWN_RESULT_CHARS ? "shown in part; download it for the whole" : "";
+      this.showResult(JSON.stringify(job.result, null, 2), "");
     } else {
-      $("job-result").textContent = "";
-      $("result-note").textContent = "This result is too large to show inline; download it.";
+      this.fetchResult(); // large (kept out of the resource), null, or expired: /result says which
+    }
+  }
+
+  showResult(text, note) {
+    $("job-result").textContent = text;
+    $("result-note").textContent = note;
+  }
+
+  async fetchResult() {
+    let response;
+    try {
+      response = await request(`${this.path}/result`, { accept: "*/*", signal: this.signal });
+    } catch (error) {
+      if (!this.gone) this.showResult("", error.status === 410 ? "The result has expired." : `The result cannot be read: ${error.message}`);
+      $("result-download").hidden = error.status === 410;
+      return;
+    }
+    const size = Number(response.headers.get("content-length") || "0");
+    if (size > SHOWN_RESULT_BYTES) {
+      response.body?.cancel();
+      this.showResult("", `This result is ${(size / 1024 / 1024).toFixed(1)} MB, too large to show here; download it.`);
+      return;
+    }
+    const text = await response.text();
+    if (this.gone) return;
+    try {
+      this.showResult(JSON.stringify(JSON.parse(text), null, 2), "");
+    } catch {
+      this.showResult(text, "");
     }
   }
 
   event(event) {
-    if (event.sequence_number < this.events) return;
+    if (this.gone || event.sequence_number < this.events) return;
     this.events = event.sequence_number + 1;
     this.log(event);
-    if (event.type === "progress") {
+    if (event.type === "progress" && !TERMINAL.has(this.job.status)) {
       this.job = { ...this.job, progress: event.progress, stage: event.stage, message: event.message, eta_seconds: event.eta_seconds };
-      this.progress({});
+      this.progress();
     } else if (event.type === "output") {
-      this.outputText += typeof event.delta === "string" ? event.delta : `${JSON.stringify(event.data)}\n`;
-      this.showOutput();
-    } else if (event.type === "status") {
+      this.write(typeof event.delta === "string" ? event.delta : `${JSON.stringify(event.data)}\n`);
+    } else if (event.type === "status" && !TERMINAL.has(this.job.status)) {
+      // The log replays from its start: an old status shown for a moment is corrected by the
+      // resource read after it, and a finished job's status never goes back.
       this.job = { ...this.job, status: event.status, attempt: event.attempt ?? this.job.attempt };
       setBadge($("job-status"), this.job);
       this.cancelState();
-      this.load(); // the resource has what the event leaves out: times, result, error
+      this.reload(); // the resource has what the event leaves out: times, result, error
     }
   }
 
-  // Tokens arrive many to a frame: the text is drawn once per frame, not once per token.
-  showOutput() {
+  // Tokens arrive many to a frame: new text is appended once per frame, never the whole again.
+  write(text) {
+    this.output += text;
     if (this.drawing) return;
     this.drawing = requestAnimationFrame(() => {
       this.drawing = 0;
+      if (this.gone) return;
       $("output-panel").hidden = false;
       const output = $("job-output");
       const following = output.scrollHeight - output.scrollTop - output.clientHeight < 40;
-      output.textContent = this.outputText;
+      if (this.outputChars < SHOWN_OUTPUT_CHARS) {
+        const room = SHOWN_OUTPUT_CHARS - this.outputChars;
+        const shown = this.output.length > room ? `${this.output.slice(0, room)}\n… (the rest is in the event log and the result)` : this.output;
+        output.append(shown);
+        this.outputChars += shown.length;
+      }
+      this.output = "";
       if (following) output.scrollTop = output.scrollHeight;
     });
   }
@@ -188,14 +250,17 @@ class JobView {
   // The note shows from the moment the request is sent: the job may well be cancelled before
   // the answer to the request arrives.
   async cancel() {
+    if (this.gone) return;
     this.requested = true;
     this.cancelState();
     try {
-      this.show(await postJSON(`${this.path}/cancel`, undefined, { signal: this.signal }));
+      const job = await postJSON(`${this.path}/cancel`, undefined, { signal: this.signal });
+      if (!this.gone) this.show(job);
     } catch (error) {
+      if (this.gone) return;
       this.requested = false;
       this.cancelState();
-      if (!this.signal.aborted) showNotice(`Could not cancel: ${error.message}`);
+      showNotice(`Could not cancel: ${error.message}`);
     }
   }
 
@@ -209,7 +274,7 @@ class JobView {
 
   async download() {
     try {
-      await download(`${this.path}/result`, `${this.id}.json`);
+      await download(`${this.path}/result`, this.id);
     } catch (error) {
       showNotice(`Could not download the result: ${error.message}`);
     }
@@ -227,6 +292,7 @@ function detail(event) {
     case "status": {
       const parts = [event.status];
       if (event.attempt) parts.push(`attempt ${event.attempt}`);
+      if (event.detail && event.detail.cancel_requested) parts.push("cancel requested");
       const error = event.detail && event.detail.error;
       if (error) parts.push(`${error.type}: ${error.message}`);
       else if (event.detail && event.detail.reason) parts.push(event.detail.reason);

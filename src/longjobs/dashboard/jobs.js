@@ -7,18 +7,23 @@ import { $, el, duration, newBar, percent, seconds, setBar, showNotice, since, s
 
 let kindsLoaded = null;
 
+export function forgetKinds() {
+  kindsLoaded = null;
+}
+
 export async function mount(params, signal, setLive) {
   const view = new JobsView(params, signal);
   const opened = view.follow(setLive);
-  await loadKinds(params.kind || "");
+  await loadKinds(params.kind || "", signal);
   await Promise.race([opened, new Promise((resolve) => setTimeout(resolve, 3000))]);
   if (!signal.aborted) await view.load(null);
 }
 
-async function loadKinds(selected) {
+async function loadKinds(selected, signal) {
   const select = $("filter-kind");
-  kindsLoaded ??= getJSON("v1/kinds").then((body) => body.data.map((kind) => kind.name)).catch(() => null);
+  kindsLoaded ??= getJSON("v1/kinds", { signal }).then((body) => body.data.map((kind) => kind.name)).catch(() => null);
   const names = (await kindsLoaded) || [];
+  if (signal.aborted) return;
   if (!names.length) kindsLoaded = null; // try again next time (say, after a key was entered)
   const wanted = new Set(["", ...names, ...(selected ? [selected] : [])]);
   for (const option of [...select.options]) if (!wanted.has(option.value)) option.remove();
@@ -39,6 +44,8 @@ class JobsView {
     this.next = null;
     this.stale = false; // page 1 took new rows from the feed: its next cursor must be read again
     this.rows = new Map(); // id -> {job, tr}
+    this.loading = 0; // the number of the listing in flight (0: none)
+    this.held = []; // feed changes that arrived while a listing was in flight
     this.body = $("jobs-body");
     this.body.replaceChildren();
     $("filter-status").value = this.status;
@@ -81,10 +88,19 @@ class JobsView {
       },
       onFrame: (frame) => {
         if (frame.event === "open") opened();
-        else if (frame.event === "job") this.change(JSON.parse(frame.data));
+        else if (frame.event === "job") this.changed(JSON.parse(frame.data));
       },
+      // The server no longer knows our place in the feed: start from now, and read the page again.
+      onReset: () => this.load(this.cursors[this.page - 1] ?? null, this.page),
     });
     return open;
+  }
+
+  // A change that arrives while a listing is read waits for it: the listing may be older than
+  // the change, and would otherwise overwrite it.
+  changed(job) {
+    if (this.loading) this.held.push(job);
+    else this.change(job);
   }
 
   get page() {
@@ -96,13 +112,17 @@ class JobsView {
     if (this.status) query.set("status", this.status);
     if (this.kind) query.set("kind", this.kind);
     if (cursor) query.set("cursor", cursor);
+    const number = (this.loads = (this.loads || 0) + 1);
+    this.loading = number;
     let body;
     try {
       body = await getJSON(`v1/jobs?${query}`, { signal: this.signal });
     } catch (error) {
+      if (this.loading === number) this.release();
       if (!this.signal.aborted) showNotice(`Could not list jobs: ${error.message}`);
       return;
     }
+    if (this.loading !== number || this.signal.aborted) return; // a later listing was asked for
     showNotice("");
     this.cursors = this.cursors.slice(0, page - 1);
     this.cursors.push(cursor);
@@ -111,6 +131,14 @@ class JobsView {
     this.rows.clear();
     this.body.replaceChildren(...body.data.map((job) => this.row(job)));
     this.paged();
+    this.release();
+  }
+
+  release() {
+    this.loading = 0;
+    const held = this.held;
+    this.held = [];
+    for (const job of held) this.change(job);
   }
 
   async nextPage() {
@@ -123,7 +151,9 @@ class JobsView {
     $("page-first").disabled = this.page === 1;
     $("page-prev").disabled = this.page === 1;
     $("page-next").disabled = !this.next;
-    $("jobs-empty").hidden = this.rows.size > 0;
+    const filtered = Boolean(this.status || this.kind);
+    $("jobs-empty").hidden = this.rows.size > 0 || filtered || this.page > 1;
+    $("jobs-none-match").hidden = this.rows.size > 0 || !filtered;
   }
 
   matches(job) {
@@ -145,7 +175,8 @@ class JobsView {
     }
     if (this.page !== 1 || !this.matches(job)) return;
     const after = [...this.rows.values()].find((row) => newer(job, row.job));
-    if (!after && this.rows.size >= this.limit) return; // older than the whole page
+    // Older than every row: it belongs here only when no page follows this one.
+    if (!after && (this.next || this.rows.size >= this.limit)) return;
     const tr = this.row(job);
     this.body.insertBefore(tr, after ? after.tr : null);
     if (this.rows.size > this.limit) {

@@ -7,6 +7,9 @@ import { $, STATUSES, el, seconds, showNotice } from "./ui.js";
 const REFRESH_MS = 5000;
 
 export async function mount(_params, signal, setLive) {
+  // Nothing of an earlier visit (perhaps with another key) stays on screen.
+  for (const id of ["queue-counts", "chart-throughput", "chart-wait", "kinds-body"]) $(id).replaceChildren();
+  $("queue-updated").textContent = "";
   while (!signal.aborted) {
     if (document.hidden) {
       // A tab in the background asks for nothing; it reads again as soon as it is shown.
@@ -127,10 +130,15 @@ function chart(container, { title, labels, series, stacked, unit }) {
     el("thead", {}, el("tr", {}, el("th", { scope: "col", text: "minute" }), ...series.map((s) => el("th", { scope: "col", text: s.name })))),
     el("tbody", {}, ...labels.map((label, i) => el("tr", {},
       el("th", { scope: "row", text: label }), ...series.map((s) => el("td", { class: "num", text: unit(s.values[i] ?? null) }))))));
-  const details = el("details", {}, el("summary", { text: "Show the numbers" }), table);
-  const wasOpen = container.querySelector("details")?.open;
-  if (wasOpen) details.open = true;
-  container.replaceChildren(picture, legend, details);
+  // The <details> stays, so that its state and the keyboard focus on its summary survive.
+  let details = container.querySelector("details");
+  if (details) {
+    details.querySelector("table").replaceWith(table);
+    container.querySelector("svg").replaceWith(picture);
+  } else {
+    details = el("details", {}, el("summary", { text: "Show the numbers" }), table);
+    container.replaceChildren(picture, legend, details);
+  }
 }
 
 function niceMax(value) {

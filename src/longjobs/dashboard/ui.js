@@ -74,10 +74,13 @@ export function duration(job, now = Date.now()) {
   return end === null ? null : (end - Date.parse(job.started_at)) / 1000;
 }
 
+const pad = (number) => String(number).padStart(2, "0");
+
+// Local time as 2026-12-05 14:03:07: never ambiguous between month-first and day-first.
 export function clock(iso) {
   if (!iso) return "–";
-  const date = new Date(iso);
-  return date.toLocaleString(undefined, { hour12: false });
+  const d = new Date(iso);
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
 }
 
 export function time(iso) {

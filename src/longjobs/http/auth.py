@@ -25,7 +25,30 @@ async def tenant_of(connection: HTTPConnection) -> str:
     """The caller's tenant; 401 with ``WWW-Authenticate: Bearer`` when a key is needed and
     missing, malformed, unknown or revoked."""
     state = state_of(connection)
-    app = state.app
+    tenant, token = await _credentials(connection)
+    if token is None:
+        return tenant
+    caller = key_hash(token)
+    connection.state.longjobs_key = caller
+    if state.rate_limiter is not None:
+        state.rate_limiter.take(caller)
+    return tenant
+
+
+async def still_authorized(connection: HTTPConnection, tenant: str) -> bool:
+    """Whether a long-lived request (an event stream, a WebSocket) may go on serving
+    ``tenant``: False once its key was revoked, and once keys are required for a request
+    that came in open mode without one. Not counted against the caller's rate limit."""
+    try:
+        return (await _credentials(connection))[0] == tenant
+    except ProblemError:
+        return False
+
+
+async def _credentials(connection: HTTPConnection) -> tuple[str, str | None]:
+    """The tenant, and the key that counts against rate limits (None in open mode without a
+    valid key)."""
+    app = state_of(connection).app
     header = connection.headers.get("authorization")
     if not await app.keys_required():
         # Open mode: a key that is not valid (SDKs such as OpenAI's always send one) is not an
@@ -33,21 +56,17 @@ async def tenant_of(connection: HTTPConnection) -> str:
         token = _bearer_token(header) if header is not None else None
         tenant = await app.authenticate(token) if token else None
         if token is None or tenant is None:
-            return DEFAULT_TENANT
-    else:
-        if header is None:
-            raise _unauthorized("an API key is required: send Authorization: Bearer <key>", None)
-        token = _bearer_token(header)
-        if token is None:
-            raise _unauthorized("the Authorization header must be: Bearer <key>", "invalid_request")
-        tenant = await app.authenticate(token)
-        if tenant is None:
-            raise _unauthorized("the API key is not valid (unknown or revoked)", "invalid_token")
-    caller = key_hash(token)
-    connection.state.longjobs_key = caller
-    if state.rate_limiter is not None:
-        state.rate_limiter.take(caller)
-    return tenant
+            return DEFAULT_TENANT, None
+        return tenant, token
+    if header is None:
+        raise _unauthorized("an API key is required: send Authorization: Bearer <key>", None)
+    token = _bearer_token(header)
+    if token is None:
+        raise _unauthorized("the Authorization header must be: Bearer <key>", "invalid_request")
+    tenant = await app.authenticate(token)
+    if tenant is None:
+        raise _unauthorized("the API key is not valid (unknown or revoked)", "invalid_token")
+    return tenant, token
 
 
 def _bearer_token(header: str) -> str | None:

@@ -17,6 +17,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from longjobs.http.problems import problem_response
+
 _TYPES = {
     ".html": "text/html; charset=utf-8",
     ".js": "text/javascript; charset=utf-8",
@@ -58,12 +60,19 @@ _ASSETS = _load()
 def _serve(request: Request, name: str) -> Response:
     asset = _ASSETS.get(name)
     if asset is None:
-        return Response("not found\n", status_code=404, media_type="text/plain")
+        return problem_response("not-found", f"no dashboard file {request.url.path}")
     # Revalidated on every load (cheap: 304 by ETag), so an upgraded server is seen at once.
     headers = {"ETag": asset.etag, "Cache-Control": "no-cache", **_SECURITY}
-    if request.headers.get("if-none-match") == asset.etag:
+    if _matches(request.headers.get("if-none-match", ""), asset.etag):
         return Response(status_code=304, headers=headers)
     return Response(asset.body, media_type=asset.media_type, headers=headers)
+
+
+def _matches(if_none_match: str, etag: str) -> bool:
+    """Whether an ``If-None-Match`` list names ``etag`` (weakly, as RFC 9110 compares), or
+    is ``*``."""
+    tags = [tag.strip().removeprefix("W/") for tag in if_none_match.split(",")]
+    return "*" in tags or etag in tags
 
 
 async def _page(request: Request) -> Response:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncGenerator
 from typing import Annotated, Any
 
@@ -21,7 +22,7 @@ from starlette.types import Send
 from longjobs.app import App
 from longjobs.errors import JobNotFound, StorageError
 from longjobs.follow import follow_events
-from longjobs.http.auth import caller_of
+from longjobs.http.auth import caller_of, still_authorized
 from longjobs.http.dependencies import StateDep, TenantDep
 from longjobs.http.problems import AUTHENTICATED, documented
 from longjobs.http.state import APIState
@@ -90,25 +91,45 @@ async def job_events(
         keepalive=state.keepalive_seconds,
         closing=state.closing,
     )
-    return stream_response(request, state, frames)
+    return stream_response(request, state, frames, tenant)
 
 
 def stream_response(
-    request: Request, state: APIState, frames: AsyncGenerator[bytes, None]
+    request: Request, state: APIState, frames: AsyncGenerator[bytes, None], tenant: str
 ) -> EventStreamResponse:
-    """The SSE response sending ``frames``: it takes one of the caller's stream slots (429 when
-    none is left) and holds it until the stream ends, however it ends."""
+    """The SSE response sending ``frames`` of ``tenant``: it takes one of the caller's stream
+    slots (429 when none is left) and holds it until the stream ends, however it ends. It ends
+    before the next frame once the caller's key no longer names ``tenant`` (revoked, or keys
+    now required of a stream opened without one), checked every ``REAUTHORIZE_SECONDS``."""
     caller = caller_of(request)
     streams = state.streams
     if streams is not None:
         streams.check(caller)
     return EventStreamResponse(
-        frames,
+        _while_authorized(request, tenant, frames),
         send_timeout=state.settings.stream_send_timeout,
         slot=streams.hold(caller) if streams is not None else contextlib.nullcontext(),
         media_type="text/event-stream",
         headers=STREAM_HEADERS,
     )
+
+
+REAUTHORIZE_SECONDS = 5.0
+"""How often a long-lived stream checks that its caller's key still holds (before a frame)."""
+
+
+async def _while_authorized(
+    request: Request, tenant: str, frames: AsyncGenerator[bytes, None]
+) -> AsyncGenerator[bytes, None]:
+    checked = time.monotonic()
+    async with contextlib.aclosing(frames):
+        async for frame in frames:
+            if time.monotonic() - checked >= REAUTHORIZE_SECONDS:
+                if not await still_authorized(request, tenant):
+                    logger.info("ended an event stream whose key no longer holds")
+                    return
+                checked = time.monotonic()
+            yield frame
 
 
 class EventStreamResponse(StreamingResponse):

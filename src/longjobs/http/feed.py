@@ -89,7 +89,7 @@ async def tenant_events(
         keepalive=state.keepalive_seconds,
         closing=state.closing,
     )
-    return stream_response(request, state, frames)
+    return stream_response(request, state, frames, tenant)
 
 
 @dataclass(frozen=True, slots=True)

@@ -386,7 +386,7 @@ _TEXTS = OutputTexts()
 # -- streams ---------------------------------------------------------------------------------------
 def _stream(request: Request, state: APIState, job: Job, tenant: str, *, after: int) -> Response:
     frames = _frames(state, job, tenant, after=after)
-    return stream_response(request, state, frames)
+    return stream_response(request, state, frames, tenant)
 
 
 def _frame(event: dict[str, JSON]) -> bytes:

@@ -11,7 +11,11 @@ from longjobs.app import App
 from longjobs.backends.stats import QueueStats
 from longjobs.http.lifespan import BackgroundTasks
 from longjobs.http.limits import PendingGate, RateLimiter, StreamSlots
+from longjobs.http.reuse import Reused
 from longjobs.settings import Settings
+
+STATS_FRESH_SECONDS = 2.0
+"""For how long after it finished one reading of a tenant's stats answers every request."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,10 +31,10 @@ class APIState:
     rate_limiter: RateLimiter | None = None
     streams: StreamSlots | None = None
     pending: PendingGate | None = None
-    recent_stats: dict[tuple[str, int], tuple[float, asyncio.Future[QueueStats]]] = field(
-        default_factory=dict
+    recent_stats: Reused[tuple[str, int], QueueStats] = field(
+        default_factory=lambda: Reused(STATS_FRESH_SECONDS)
     )
-    """``GET /v1/stats`` answers by ``(tenant, minutes)``: until when each is fresh, and it."""
+    """``GET /v1/stats`` readings by ``(tenant, minutes)``, each reused for a moment."""
 
 
 def state_of(connection: HTTPConnection) -> APIState:

@@ -4,26 +4,20 @@ jobs waited in each of the last minutes, and how many workers are alive."""
 
 from __future__ import annotations
 
-import asyncio
-import time
 from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
 from starlette.responses import Response
 
-from longjobs.backends.stats import MinuteStats, QueueStats
+from longjobs.backends.stats import MinuteStats
 from longjobs.http.dependencies import StateDep, TenantDep
 from longjobs.http.jobs import wire_json
 from longjobs.http.problems import AUTHENTICATED, documented
-from longjobs.http.state import APIState
 from longjobs.models import JSON, Status
 
 router = APIRouter(responses=AUTHENTICATED)
 
-FRESH = 2.0
-"""Seconds for which one reading of a tenant's stats answers every request."""
-_MAX_CACHED = 1024
 
 _EXAMPLE = {
     "object": "queue_stats",
@@ -63,9 +57,13 @@ async def queue_stats(
     of the last ``minutes`` minutes, oldest first, how many jobs completed, failed or were
     cancelled, how many started, and their queue wait (from due to started, average and
     longest); and ``workers``, the worker processes alive now (of every tenant: workers are
-    shared). The numbers are read at most every two seconds per tenant, however many
-    dashboards ask; ``now`` says when."""
-    stats = await _recent_stats(state, tenant, minutes)
+    shared). One reading of the store answers every request for the same tenant and minutes
+    while it runs and for two seconds after, however many dashboards ask; ``now`` says when
+    it was made."""
+    backend = await state.app.open()
+    stats = await state.recent_stats.get(
+        (tenant, minutes), lambda: backend.queue_stats(tenant, minutes=minutes)
+    )
     counts: dict[str, int] = dict.fromkeys((status.value for status in Status), 0)
     by_kind: dict[str, dict[str, int]] = {}
     for (status, kind), count in sorted(stats.counts.items()):
@@ -80,27 +78,6 @@ async def queue_stats(
         "minutes": [_minute(minute) for minute in stats.minutes],
     }
     return Response(wire_json(body), media_type="application/json")
-
-
-async def _recent_stats(state: APIState, tenant: str, minutes: int) -> QueueStats:
-    """The tenant's stats, read again only when the last reading is older than ``FRESH``
-    seconds; requests that arrive while a reading runs share it."""
-    key = (tenant, minutes)
-    clock = time.monotonic()
-    cached = state.recent_stats.get(key)
-    if cached is None or cached[0] <= clock:
-        if len(state.recent_stats) >= _MAX_CACHED:
-            for stale in [k for k, (until, _) in state.recent_stats.items() if until <= clock]:
-                del state.recent_stats[stale]
-        backend = await state.app.open()
-        reading = asyncio.ensure_future(backend.queue_stats(tenant, minutes=minutes))
-        cached = state.recent_stats[key] = (clock + FRESH, reading)
-    try:
-        return await asyncio.shield(cached[1])
-    except Exception:
-        if state.recent_stats.get(key) is cached:
-            del state.recent_stats[key]  # the next request reads again
-        raise
 
 
 def _minute(minute: MinuteStats) -> JSON:

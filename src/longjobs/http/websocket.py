@@ -15,14 +15,15 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 
 from fastapi import APIRouter
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from longjobs.app import App
 from longjobs.errors import JobNotFound, StorageError
-from longjobs.http.auth import caller_of, tenant_of
-from longjobs.http.events import MAX_SEQUENCE
+from longjobs.http.auth import caller_of, still_authorized, tenant_of
+from longjobs.http.events import MAX_SEQUENCE, REAUTHORIZE_SECONDS
 from longjobs.http.problems import ProblemError, problem_response
 from longjobs.http.state import state_of
 
@@ -51,7 +52,7 @@ async def job_websocket(websocket: WebSocket, job_id: str) -> None:
         listener = asyncio.create_task(_listen(websocket, app, job_id, tenant))
         try:
             timeout = state.settings.stream_send_timeout
-            await _send_events(websocket, app, job_id, tenant, after, timeout)
+            await _send_events(websocket, job_id, tenant, after, timeout)
         finally:
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -85,11 +86,20 @@ async def _deny(websocket: WebSocket, problem: ProblemError) -> None:
 
 
 async def _send_events(
-    websocket: WebSocket, app: App, job_id: str, tenant: str, after: int, timeout: float
+    websocket: WebSocket, job_id: str, tenant: str, after: int, timeout: float
 ) -> None:
-    """Send the events; a client that cannot take one within ``timeout`` seconds is dropped."""
+    """Send the events; a client that cannot take one within ``timeout`` seconds is dropped,
+    and the socket is closed (1008) before the next event once the caller's key no longer
+    holds (checked every ``REAUTHORIZE_SECONDS``, as event streams do)."""
+    app = state_of(websocket).app
+    checked = time.monotonic()
     try:
         async for event in app.events(job_id, after=after, tenant=tenant, follow=True):
+            if time.monotonic() - checked >= REAUTHORIZE_SECONDS:
+                if not await still_authorized(websocket, tenant):
+                    await websocket.close(code=1008, reason="the API key no longer holds")
+                    return
+                checked = time.monotonic()
             text = json.dumps(event.to_wire(), separators=(",", ":"))
             await asyncio.wait_for(websocket.send_text(text), timeout)
         await websocket.close(code=1000)
