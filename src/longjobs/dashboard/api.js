@@ -108,8 +108,9 @@ export async function stream(path, { signal, onFrame, onState = () => {}, onRese
           if (frame.data !== undefined) onFrame(frame);
         }
         if (signal.aborted) return;
-        onState("retrying");
-        delay = 250; // an ended stream: ask again soon (204 once there is nothing more)
+        // Ended by the server: ask again soon, quietly (204 once a finished job has nothing
+        // more; a server going away shows as "retrying" when the next request fails).
+        delay = 250;
       }
     } catch (error) {
       if (signal.aborted) return;

@@ -7,6 +7,7 @@ import { $, TERMINAL, clock, el, percent, seconds, setBadge, setBar, showNotice,
 const SHOWN_RESULT_BYTES = 256 * 1024;
 const SHOWN_OUTPUT_CHARS = 500_000;
 const SHOWN_EVENTS = 2000;
+const SHOWN_INPUT_CHARS = 100_000;
 
 export async function mount(params, signal, setLive) {
   if (!params.id) {
@@ -34,7 +35,7 @@ class JobView {
     this.path = `v1/jobs/${encodeURIComponent(id)}`;
     $("job-id").textContent = id;
     document.title = `${id} · longjobs`;
-    for (const part of ["events-body", "job-facts", "job-error", "job-result", "job-output"]) $(part).replaceChildren();
+    for (const part of ["events-body", "job-facts", "job-error", "job-result", "job-output", "job-input"]) $(part).replaceChildren();
     for (const part of ["output-panel", "result-panel", "error-panel", "cancel-button", "job-cancel-note"]) $(part).hidden = true;
     for (const part of ["job-message", "events-count", "result-note", "job-status"]) $(part).textContent = "";
     const on = (part, event, handler) => $(part).addEventListener(event, handler, { signal });
@@ -93,6 +94,10 @@ class JobView {
     const before = this.job;
     if (before && TERMINAL.has(before.status) && !TERMINAL.has(job.status)) return; // stale: terminal is final
     this.job = job;
+    if (!before) {
+      const input = JSON.stringify(job.input, null, 2) ?? "null";
+      $("job-input").textContent = input.length > SHOWN_INPUT_CHARS ? `${input.slice(0, SHOWN_INPUT_CHARS)}\n…` : input;
+    }
     setBadge($("job-status"), job);
     this.cancelState();
     this.progress();
