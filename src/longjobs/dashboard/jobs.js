@@ -39,7 +39,7 @@ class JobsView {
     this.signal = signal;
     this.status = params.status || "";
     this.kind = params.kind || "";
-    this.limit = Number(params.limit) || 50;
+    this.limit = [25, 50, 100].includes(Number(params.limit)) ? Number(params.limit) : 50;
     this.cursors = [null]; // the cursor of each page seen; index = page - 1
     this.next = null;
     this.stale = false; // page 1 took new rows from the feed: its next cursor must be read again
@@ -81,7 +81,6 @@ class JobsView {
     const open = new Promise((resolve) => { opened = resolve; });
     stream("v1/events", {
       signal: this.signal,
-      forever: true,
       onState: (state) => {
         setLive(state);
         if (state === "failed") opened();

@@ -14,6 +14,7 @@ from __future__ import annotations
 from starlette.requests import HTTPConnection
 
 from longjobs.app import DEFAULT_TENANT
+from longjobs.errors import StorageError
 from longjobs.http.problems import ProblemError
 from longjobs.http.state import state_of
 from longjobs.keys import key_hash
@@ -38,10 +39,11 @@ async def tenant_of(connection: HTTPConnection) -> str:
 async def still_authorized(connection: HTTPConnection, tenant: str) -> bool:
     """Whether a long-lived request (an event stream, a WebSocket) may go on serving
     ``tenant``: False once its key was revoked, and once keys are required for a request
-    that came in open mode without one. Not counted against the caller's rate limit."""
+    that came in open mode without one; False too when the store cannot tell now (the client
+    reconnects and is answered properly). Not counted against the caller's rate limit."""
     try:
         return (await _credentials(connection))[0] == tenant
-    except ProblemError:
+    except (ProblemError, StorageError):
         return False
 
 
