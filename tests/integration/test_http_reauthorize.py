@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from longjobs.http import events as events_module
+from longjobs.http import auth as auth_module
 from tests.integration.http_harness import Harness, open_harness, parse_sse
 from tests.integration.test_http_auth import bearer, keyed, submit_as
 
 
 @pytest.fixture
 async def h(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Harness]:
-    monkeypatch.setattr(events_module, "REAUTHORIZE_SECONDS", 0.05)
+    monkeypatch.setattr(auth_module, "REAUTHORIZE_SECONDS", 0.05)
     async with open_harness(tmp_path, keepalive_seconds=0.05) as harness:
         yield harness
 

@@ -2,7 +2,7 @@
 // the result or the error, and a Cancel button.
 
 import { download, getJSON, postJSON, request, stream } from "./api.js";
-import { $, TERMINAL, clock, el, percent, seconds, setBadge, setBar, showNotice, time } from "./ui.js";
+import { $, TERMINAL, clock, duration, el, percent, seconds, setBadge, setBar, showNotice, shownPercent, since, time } from "./ui.js";
 
 const SHOWN_RESULT_BYTES = 256 * 1024;
 const SHOWN_OUTPUT_CHARS = 500_000;
@@ -111,7 +111,7 @@ class JobView {
     const job = this.job;
     setBar($("job-bar"), job);
     $("job-progress").dataset.status = job.status;
-    const value = job.status === "completed" ? 100 : percent(job.progress);
+    const value = shownPercent(job);
     $("job-percent").textContent = `${value} %`;
     $("job-stage").textContent = job.stage || "";
     const eta = job.eta_seconds;
@@ -126,11 +126,11 @@ class JobView {
       ["Kind", job.kind],
       ["Attempt", `${job.attempt} of ${job.max_attempts}`],
       ["Priority", String(job.priority)],
-      ["Created", `${clock(job.created_at)} (${seconds((now - Date.parse(job.created_at)) / 1000)} ago)`],
+      ["Created", `${clock(job.created_at)} (${seconds(since(job.created_at, now))} ago)`],
       ["Started", clock(job.started_at)],
       ["Finished", clock(job.finished_at)],
       ["Queue wait", job.started_at ? seconds((Date.parse(job.started_at) - Date.parse(job.created_at)) / 1000) : "–"],
-      ["Duration", job.started_at ? seconds(((job.finished_at ? Date.parse(job.finished_at) : now) - Date.parse(job.started_at)) / 1000) : "–"],
+      ["Duration", seconds(duration(job, now))],
       ["Result kept until", clock(job.expires_at)],
     ];
     const usage = job.usage || {};

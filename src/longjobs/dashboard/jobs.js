@@ -3,7 +3,7 @@
 // change made in between is missed.
 
 import { getJSON, stream } from "./api.js";
-import { $, el, duration, newBar, percent, seconds, setBar, showNotice, since, statusText } from "./ui.js";
+import { $, el, duration, newBar, seconds, setBar, showNotice, shownPercent, since, statusText } from "./ui.js";
 
 let kindsLoaded = null;
 
@@ -213,7 +213,7 @@ class JobsView {
     badge.textContent = statusText(job);
     badge.className = `badge status-${job.status}${job.cancel_requested ? " cancel-requested" : ""}`;
     setBar(progress.querySelector(".bar"), job);
-    const shown = job.status === "completed" ? 100 : percent(job.progress);
+    const shown = shownPercent(job);
     progress.querySelector(".bar-label").textContent = job.stage ? `${shown} % · ${job.stage}` : `${shown} %`;
     this.times(job, tr);
   }

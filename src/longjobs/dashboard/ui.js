@@ -24,9 +24,14 @@ export function percent(progress) {
   return Math.round(Math.max(0, Math.min(1, progress || 0)) * 1000) / 10;
 }
 
+// The percentage a job's bar shows: a completed job is full, whatever it last reported.
+export function shownPercent(job) {
+  return job.status === "completed" ? 100 : percent(job.progress);
+}
+
 // A progress bar: <div role=progressbar><span class=fill></span></div>
 export function setBar(bar, job) {
-  const value = job.status === "completed" ? 100 : percent(job.progress);
+  const value = shownPercent(job);
   bar.setAttribute("aria-valuenow", String(value));
   const words = [`${value} %`];
   if (job.stage) words.push(job.stage);

@@ -11,6 +11,8 @@ a second whether a first key exists.
 
 from __future__ import annotations
 
+import time
+
 from starlette.requests import HTTPConnection
 
 from longjobs.app import DEFAULT_TENANT
@@ -36,15 +38,32 @@ async def tenant_of(connection: HTTPConnection) -> str:
     return tenant
 
 
-async def still_authorized(connection: HTTPConnection, tenant: str) -> bool:
-    """Whether a long-lived request (an event stream, a WebSocket) may go on serving
-    ``tenant``: False once its key was revoked, and once keys are required for a request
-    that came in open mode without one; False too when the store cannot tell now (the client
-    reconnects and is answered properly). Not counted against the caller's rate limit."""
-    try:
-        return (await _credentials(connection))[0] == tenant
-    except (ProblemError, StorageError):
-        return False
+REAUTHORIZE_SECONDS = 5.0
+"""How often a long-lived request checks that its caller's key still holds."""
+
+
+class Reauthorization:
+    """The credentials of a long-lived request (an event stream, a WebSocket) serving
+    ``tenant``, checked again before it sends more once ``REAUTHORIZE_SECONDS`` have passed
+    since the last check."""
+
+    def __init__(self, connection: HTTPConnection, tenant: str) -> None:
+        self._connection = connection
+        self._tenant = tenant
+        self._checked = time.monotonic()
+
+    async def holds(self) -> bool:
+        """False once the key was revoked, once keys are required of a request that came in
+        open mode without one, and when the store cannot tell now (the client reconnects and
+        is answered properly). Not counted against the caller's rate limit."""
+        if time.monotonic() - self._checked < REAUTHORIZE_SECONDS:
+            return True
+        try:
+            tenant, _ = await _credentials(self._connection)
+        except (ProblemError, StorageError):
+            return False
+        self._checked = time.monotonic()
+        return tenant == self._tenant
 
 
 async def _credentials(connection: HTTPConnection) -> tuple[str, str | None]:

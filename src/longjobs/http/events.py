@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncGenerator
 from typing import Annotated, Any
 
@@ -22,7 +21,7 @@ from starlette.types import Send
 from longjobs.app import App
 from longjobs.errors import JobNotFound, StorageError
 from longjobs.follow import follow_events
-from longjobs.http.auth import caller_of, still_authorized
+from longjobs.http.auth import Reauthorization, caller_of
 from longjobs.http.dependencies import StateDep, TenantDep
 from longjobs.http.problems import AUTHENTICATED, documented
 from longjobs.http.state import APIState
@@ -114,21 +113,15 @@ def stream_response(
     )
 
 
-REAUTHORIZE_SECONDS = 5.0
-"""How often a long-lived stream checks that its caller's key still holds (before a frame)."""
-
-
 async def _while_authorized(
     request: Request, tenant: str, frames: AsyncGenerator[bytes, None]
 ) -> AsyncGenerator[bytes, None]:
-    checked = time.monotonic()
+    authorization = Reauthorization(request, tenant)
     async with contextlib.aclosing(frames):
         async for frame in frames:
-            if time.monotonic() - checked >= REAUTHORIZE_SECONDS:
-                if not await still_authorized(request, tenant):
-                    logger.info("ended an event stream whose key no longer holds")
-                    return
-                checked = time.monotonic()
+            if not await authorization.holds():
+                logger.info("ended an event stream whose key no longer holds")
+                return
             yield frame
 
 

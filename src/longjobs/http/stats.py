@@ -4,7 +4,6 @@ jobs waited in each of the last minutes, and how many workers are alive."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -15,6 +14,7 @@ from longjobs.http.dependencies import StateDep, TenantDep
 from longjobs.http.jobs import wire_json
 from longjobs.http.problems import AUTHENTICATED, documented
 from longjobs.models import JSON, Status
+from longjobs.schemas import rfc3339
 
 router = APIRouter(responses=AUTHENTICATED)
 
@@ -71,7 +71,7 @@ async def queue_stats(
         by_kind.setdefault(kind, {})[status.value] = count
     body: dict[str, JSON] = {
         "object": "queue_stats",
-        "now": _when(stats.now),
+        "now": rfc3339(stats.now),
         "workers": stats.workers,
         "counts": counts,
         "by_kind": by_kind,
@@ -82,7 +82,7 @@ async def queue_stats(
 
 def _minute(minute: MinuteStats) -> JSON:
     return {
-        "start": _when(minute.start),
+        "start": rfc3339(minute.start),
         "completed": minute.completed,
         "failed": minute.failed,
         "cancelled": minute.cancelled,
@@ -94,7 +94,3 @@ def _minute(minute: MinuteStats) -> JSON:
 
 def _rounded(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
-
-
-def _when(moment: datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")

@@ -15,15 +15,14 @@ import asyncio
 import contextlib
 import json
 import logging
-import time
 
 from fastapi import APIRouter
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from longjobs.app import App
 from longjobs.errors import JobNotFound, StorageError
-from longjobs.http.auth import caller_of, still_authorized, tenant_of
-from longjobs.http.events import MAX_SEQUENCE, REAUTHORIZE_SECONDS
+from longjobs.http.auth import Reauthorization, caller_of, tenant_of
+from longjobs.http.events import MAX_SEQUENCE
 from longjobs.http.problems import ProblemError, problem_response
 from longjobs.http.state import state_of
 
@@ -92,14 +91,12 @@ async def _send_events(
     and the socket is closed (1008) before the next event once the caller's key no longer
     holds (checked every ``REAUTHORIZE_SECONDS``, as event streams do)."""
     app = state_of(websocket).app
-    checked = time.monotonic()
+    authorization = Reauthorization(websocket, tenant)
     try:
         async for event in app.events(job_id, after=after, tenant=tenant, follow=True):
-            if time.monotonic() - checked >= REAUTHORIZE_SECONDS:
-                if not await still_authorized(websocket, tenant):
-                    await websocket.close(code=1008, reason="the API key no longer holds")
-                    return
-                checked = time.monotonic()
+            if not await authorization.holds():
+                await websocket.close(code=1008, reason="the API key no longer holds")
+                return
             text = json.dumps(event.to_wire(), separators=(",", ":"))
             await asyncio.wait_for(websocket.send_text(text), timeout)
         await websocket.close(code=1000)
